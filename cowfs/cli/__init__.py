@@ -1,0 +1,93 @@
+"""The `cowfs` command line: parse, call the library, map errors to exit codes.
+
+Owns: argument parsing and output. Nothing imports this package. Subcommands
+live one per module in this package; every public module (no leading ``_``)
+exposes ``register(subparsers)`` which adds its parser(s) with
+``set_defaults(func=...)``; ``func(args)`` returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..errors import CowfsError
+
+log = logging.getLogger("cowfs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are one clean line (``cowfs: ...``) and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        prog = self.prog
+        sys.stderr.write(f"{prog}: {message} (see '{prog} --help')\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the full parser with every discovered subcommand."""
+    parser = _Parser(
+        prog="cowfs",
+        description="Copy-on-write storage for container root filesystems.",
+    )
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="store root (default: $COWFS_ROOT, /var/lib/cowfs as root, "
+        "$XDG_DATA_HOME/cowfs otherwise)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log debug messages and tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only errors")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(subs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``cowfs`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.ERROR if args.quiet else logging.WARNING
+    if os.environ.get("COWFS_LOG_LEVEL"):
+        level = getattr(logging, os.environ["COWFS_LOG_LEVEL"].upper(), level)
+    logging.basicConfig(level=level, format="cowfs: %(levelname)s: %(message)s")
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(func(args) or 0)
+    except CowfsError as exc:
+        if args.debug:
+            log.exception("command failed")
+        sys.stderr.write(f"cowfs: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("cowfs: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 141
+    except OSError as exc:
+        if args.debug:
+            log.exception("command failed")
+        where = f": {exc.filename!s}" if exc.filename else ""
+        sys.stderr.write(f"cowfs: {exc.strerror or exc}{where}\n")
+        return 1
+
+
+def entry() -> NoReturn:
+    """Run main() and exit with its code."""
+    raise SystemExit(main())

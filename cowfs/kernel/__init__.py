@@ -1,0 +1,1 @@
+"""The kernel overlayfs fast path: option building, feature probes, mount/umount."""

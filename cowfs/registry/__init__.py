@@ -1,0 +1,1 @@
+"""OCI distribution protocol client: pull and push images to registries."""

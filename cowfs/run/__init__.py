@@ -1,0 +1,1 @@
+"""Launch namespaced processes on a merged view: containers and their lifecycle."""

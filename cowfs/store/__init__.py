@@ -1,0 +1,1 @@
+"""The content-addressed layer store: import, unpack, export, gc (SPEC §2)."""

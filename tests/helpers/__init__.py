@@ -1,0 +1,1 @@
+"""Helpers shared by cowfs's tests (capabilities, layer tars, mounting)."""
