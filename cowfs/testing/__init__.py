@@ -1,0 +1,1 @@
+"""Public hypothesis toolkit that property-tests overlay implementations (SPEC §9)."""
