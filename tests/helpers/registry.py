@@ -1,0 +1,140 @@
+"""A real docker-registry on 127.0.0.1 (plain or htpasswd) and images built by peer tools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Registry:
+    """A docker-registry process this test session started (and will stop)."""
+
+    host: str
+    data: Path
+    config: Path
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    user: str | None = None
+    password: str | None = None
+
+    def start(self) -> None:
+        logf = open(self.log, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(["docker-registry", "serve", str(self.config)],
+                                     stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        logf.close()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                return
+            except urllib.error.HTTPError:
+                return  # 401 means it is up
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("docker-registry did not come up")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+def make_registry(base: Path, htpasswd: bool) -> Registry:
+    port = _free_port()
+    data = base / "data"
+    data.mkdir(parents=True)
+    auth = ""
+    user = password = None
+    if htpasswd:
+        user, password = "cowfs", "s3cret-pass"
+        r = subprocess.run(["htpasswd", "-Bbn", user, password], capture_output=True,
+                           text=True, check=True)
+        (base / "htpasswd").write_text(r.stdout)
+        auth = f"auth:\n  htpasswd:\n    realm: cowfs-test\n    path: {base}/htpasswd\n"
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {data}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n{auth}"
+    )
+    reg = Registry(f"127.0.0.1:{port}", data, config, base / "registry.log",
+                   user=user, password=password)
+    reg.start()
+    return reg
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run skopeo in a private mount namespace with throwaway policy/registries files."""
+    policy = Path(os.environ.get("TMPDIR", "/tmp")) / "cowfs-skopeo-policy.json"
+    if not policy.exists():
+        policy.write_text('{"default":[{"type":"insecureAcceptAnything"}]}')
+    cmd = ["unshare", "-m", "--propagation", "private", "skopeo", "--policy", str(policy),
+           *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise AssertionError(f"skopeo {' '.join(args)} failed: {r.stderr}")
+    return r
+
+
+def busybox_rootfs(dest: Path, marker: str = "base") -> Path:
+    """A tiny real rootfs: busybox-static plus a few files."""
+    (dest / "bin").mkdir(parents=True)
+    shutil.copy2("/bin/busybox", dest / "bin" / "busybox")
+    for name in ("sh", "ls", "cat", "echo", "true"):
+        os.symlink("busybox", dest / "bin" / name)
+    (dest / "etc").mkdir()
+    (dest / "etc" / "marker").write_text(marker + "\n")
+    return dest
+
+
+def umoci_layout(base: Path, tag: str = "latest", layers: int = 2) -> Path:
+    """Build an OCI layout with umoci: a busybox layer plus ``layers-1`` small ones."""
+    layout = base / "layout"
+    subprocess.run(["umoci", "init", "--layout", str(layout)], check=True, capture_output=True)
+    subprocess.run(["umoci", "new", "--image", f"{layout}:{tag}"], check=True,
+                   capture_output=True)
+    bundle = base / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{layout}:{tag}", str(bundle)], check=True,
+                   capture_output=True)
+    rootfs = bundle / "rootfs"
+    busybox_rootfs(rootfs)
+    subprocess.run(["umoci", "repack", "--refresh-bundle", "--image", f"{layout}:{tag}",
+                        str(bundle)], check=True,
+                   capture_output=True)
+    for i in range(1, layers):
+        (rootfs / "etc" / f"layer{i}").write_text(f"layer {i}\n" * (i * 100))
+        if i == 1:
+            (rootfs / "etc" / "marker").unlink()
+        subprocess.run(["umoci", "repack", "--refresh-bundle", "--image", f"{layout}:{tag}",
+                        str(bundle)],
+                       check=True, capture_output=True)
+    subprocess.run(["umoci", "config", "--image", f"{layout}:{tag}", "--config.cmd", "/bin/sh"],
+                   check=True, capture_output=True)
+    return layout
