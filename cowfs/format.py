@@ -42,13 +42,15 @@ Store layout (SPEC §2)
       layers/<diffid-hex>/
         diff/                      the unpacked layer, kernel overlay format
         layer.json                 digests, sizes, media type, created
-        lock                       per-layer flock during unpack
       images/<image-id-hex>.json   manifest, config, diff_ids, chain_ids, tags
       refs.json                    name:tag -> image id
       containers/<id>/{upper,work,merged,config.json,state.json}
       volumes/<name>/_data
       run/                         probes cache, pid files, mounts registry
-      tmp/                         staging on the same fs (cleaned at open)
+        locks/layer-<diffid-hex>   per-layer flock held while that layer is unpacked
+        locks/gc                   shared by imports in flight, exclusive by gc
+      tmp/                         staging on the same fs; each entry flocked by its
+                                   writer, unlocked (stale) entries removed at open
 
 The store records the whiteout dialect it was written in (``store.json``); a
 backend that cannot read that dialect is refused by the driver.
