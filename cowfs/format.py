@@ -163,6 +163,8 @@ VOLUMES_DIR: Final = "volumes"
 VOLUME_DATA: Final = "_data"
 RUN_DIR: Final = "run"
 TMP_DIR: Final = "tmp"
+DOWNLOADS_DIR: Final = "downloads"
+"""Partial registry downloads (``<hex>.partial``), kept across runs so a pull resumes."""
 DEFAULT_ROOT_PRIVILEGED: Final = "/var/lib/cowfs"
 
 # --- media types ------------------------------------------------------------------
