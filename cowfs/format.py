@@ -51,6 +51,7 @@ Store layout (SPEC §2)
         locks/gc                   shared by imports in flight, exclusive by gc
       tmp/                         staging on the same fs; each entry flocked by its
                                    writer, unlocked (stale) entries removed at open
+      downloads/<hex>.partial      interrupted registry downloads, resumed by the next pull
 
 The store records the whiteout dialect it was written in (``store.json``); a
 backend that cannot read that dialect is refused by the driver.
