@@ -1,0 +1,208 @@
+"""The Python mount API: context manager, plain call, cleanup on error, registry, dialects."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+import cowfs
+from cowfs import driver
+from cowfs.errors import BackendUnavailable, NotFound, StoreError, UsageError
+from cowfs.format import WhiteoutDialect
+from cowfs.kernel import probe
+
+pytestmark = [pytest.mark.needs_root, pytest.mark.needs_overlay]
+
+
+@pytest.fixture
+def layers(tmp_path: Path) -> list[Path]:
+    top, bottom = tmp_path / "top", tmp_path / "bottom"
+    top.mkdir()
+    bottom.mkdir()
+    (top / "a").write_text("top")
+    (bottom / "a").write_text("bottom")
+    (bottom / "b").write_text("b")
+    return [top, bottom]
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> str:
+    return str(tmp_path / "run")
+
+
+def test_context_manager_with_temp_target(layers: list[Path], tmp_path: Path,
+                                          run_dir: str) -> None:
+    with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m:
+        assert isinstance(m, cowfs.Mount)
+        assert m.backend == "kernel"
+        assert m.lowerdirs == [str(p) for p in layers]
+        assert m.upperdir == str(tmp_path / "u") and m.workdir == str(tmp_path / "w")
+        merged = Path(m.mergeddir)
+        assert (merged / "a").read_text() == "top"
+        (merged / "c").write_text("c")
+    assert not m.mounted
+    assert not merged.exists()
+    assert (tmp_path / "u" / "c").read_text() == "c"
+
+
+def test_plain_call_and_given_target(layers: list[Path], tmp_path: Path,
+                                     run_dir: str) -> None:
+    target = tmp_path / "mnt"
+    target.mkdir()
+    m = cowfs.mount(layers, target=target, backend="kernel", run_dir=run_dir)
+    try:
+        assert m.mergeddir == str(target)
+        assert sorted(os.listdir(target)) == ["a", "b"]
+    finally:
+        m.unmount()
+    m.unmount()  # idempotent
+    assert target.is_dir() and os.listdir(target) == []
+
+
+def test_body_raising_leaves_no_mount(layers: list[Path], run_dir: str) -> None:
+    seen: list[str] = []
+
+    def body() -> None:
+        with cowfs.mount(layers, run_dir=run_dir) as m:
+            seen.append(m.mergeddir)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        body()
+    (merged,) = seen
+    assert merged not in driver.mountinfo()
+    assert not os.path.exists(merged)
+    assert driver.list_mounts(run_dir) == []
+
+
+def test_busy_mount_after_body_error_is_still_removed(layers: list[Path], run_dir: str) -> None:
+    cwd = os.getcwd()
+    try:
+        with cowfs.mount(layers, run_dir=run_dir) as m:
+            os.chdir(m.mergeddir)
+            raise RuntimeError("busy and failing")
+    except RuntimeError:
+        pass
+    finally:
+        os.chdir(cwd)
+    assert m.mergeddir not in driver.mountinfo()
+
+
+def test_registry_lists_and_forgets(layers: list[Path], run_dir: str) -> None:
+    with cowfs.mount(layers, run_dir=run_dir, backend="kernel") as m:
+        (rec,) = driver.list_mounts(run_dir)
+        assert rec.mergeddir == m.mergeddir and rec.backend == "kernel" and rec.live
+        assert rec.lowerdirs == m.lowerdirs
+    assert driver.list_mounts(run_dir) == []
+
+
+def test_registry_prunes_stale_entries(layers: list[Path], run_dir: str) -> None:
+    m = cowfs.mount(layers, run_dir=run_dir)
+    # Unmount behind cowfs's back: the entry is stale and gets dropped.
+    from cowfs.kernel.mount import unmount
+
+    unmount(m.mergeddir)
+    assert driver.list_mounts(run_dir) == []
+    assert os.listdir(os.path.join(run_dir, driver.MOUNTS_DIR)) == []
+    os.rmdir(m.mergeddir)
+
+
+def test_unmount_path(layers: list[Path], run_dir: str, tmp_path: Path) -> None:
+    m = cowfs.mount(layers, run_dir=run_dir)
+    rec = driver.unmount_path(m.mergeddir, run_dir)
+    assert rec is not None and rec.id == m.record.id
+    assert not os.path.exists(m.mergeddir)
+    with pytest.raises(NotFound, match="nothing is mounted"):
+        driver.unmount_path(str(tmp_path), run_dir)
+
+
+def test_bad_arguments(layers: list[Path], tmp_path: Path, run_dir: str) -> None:
+    with pytest.raises(UsageError, match="unknown backend"):
+        cowfs.mount(layers, backend="zfs", run_dir=run_dir)
+    with pytest.raises(UsageError, match="together"):
+        cowfs.mount(layers, upper=tmp_path / "u", run_dir=run_dir)
+    with pytest.raises(NotFound, match=r"lower dir .* is not an existing directory"):
+        cowfs.mount([tmp_path / "missing"], run_dir=run_dir)
+    with pytest.raises(NotFound, match="target"):
+        cowfs.mount(layers, target=tmp_path / "nope", run_dir=run_dir)
+    with pytest.raises(UsageError, match="same filesystem"):
+        cowfs.mount(layers, tmp_path / "u", "/dev/shm/cowfs-test-work", run_dir=run_dir)
+    os.rmdir("/dev/shm/cowfs-test-work")
+
+
+def test_explicit_kernel_never_probes(layers: list[Path], run_dir: str) -> None:
+    """The fast path costs no probe: the benchmark compares it to a raw mount."""
+    with cowfs.mount(layers, backend="kernel", run_dir=run_dir):
+        pass
+    assert not [n for n in os.listdir(run_dir) if n.endswith(("-true", "-false"))]
+
+
+def test_auto_logs_why_and_caches(layers: list[Path], run_dir: str,
+                                  caplog: pytest.LogCaptureFixture) -> None:
+    probe.forget()
+    with caplog.at_level(logging.INFO, logger="cowfs.driver"), \
+            cowfs.mount(layers, run_dir=run_dir) as m:
+        assert m.backend == "kernel"
+    assert "backend auto: chose kernel: kernel overlayfs works here" in caplog.text
+    cached = Path(run_dir, "overlay-true").read_text()
+    assert "scratch overlay mount as euid 0 works" in cached
+    assert "context: euid=0" in cached
+
+
+def test_cached_probe_is_trusted(run_dir: str) -> None:
+    """A cached false for this context is used as is (no re-probe), and says why."""
+    probe.forget()
+    os.makedirs(run_dir)
+    Path(run_dir, "overlay-false").write_text(f"pretend reason\ncontext: {probe.context()}\n")
+    assert driver.choose_backend(run_dir) == (
+        "fuse", "kernel overlayfs is unavailable: pretend reason")
+    # another context (e.g. a different kernel) probes again
+    Path(run_dir, "overlay-false").write_text("pretend reason\ncontext: euid=0 other\n")
+    probe.forget()
+    assert driver.choose_backend(run_dir)[0] == "kernel"
+    assert not Path(run_dir, "overlay-false").exists()
+    probe.forget()
+
+
+def test_probe_all_as_root(run_dir: str) -> None:
+    probe.forget()
+    results = probe.probe_all(run_dir)
+    assert {f: r.ok for f, r in results.items()} == dict.fromkeys(probe.FEATURES, True)
+    names = sorted(n for n in os.listdir(run_dir) if not n.startswith("."))
+    assert names == sorted(f"{f}-true" for f in probe.FEATURES)
+    assert probe.probe(probe.OVERLAY, run_dir).cached
+
+
+# --- whiteout dialects -------------------------------------------------------------------
+def test_kernel_refuses_wh_files_dialect(layers: list[Path], run_dir: str) -> None:
+    with pytest.raises(BackendUnavailable, match=r"'wh-files'.*use the fuse backend"):
+        cowfs.mount(layers, backend="kernel", dialect=WhiteoutDialect.WH_FILES, run_dir=run_dir)
+    backend, reason = driver.choose_backend(run_dir, dialect=WhiteoutDialect.WH_FILES)
+    assert backend == "fuse" and "wh-files" in reason
+
+
+def test_userxattr_dialect_forces_userxattr(layers: list[Path], run_dir: str,
+                                            tmp_path: Path) -> None:
+    with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", backend="kernel",
+                     dialect=WhiteoutDialect.CHARDEV_USERXATTR, run_dir=run_dir) as m:
+        assert m.record.userxattr
+    with pytest.raises(BackendUnavailable, match="needs the userxattr mount option"):
+        cowfs.mount(layers, backend="kernel", userxattr=False,
+                    dialect=WhiteoutDialect.CHARDEV_USERXATTR, run_dir=run_dir)
+
+
+def test_read_store_dialect(tmp_path: Path) -> None:
+    assert driver.read_store_dialect(str(tmp_path)) is None
+    (tmp_path / "store.json").write_text(json.dumps({"version": 1,
+                                                     "whiteout_dialect": "wh-files"}))
+    assert driver.read_store_dialect(str(tmp_path)) is WhiteoutDialect.WH_FILES
+    (tmp_path / "store.json").write_text(json.dumps({"whiteout_dialect": "aufs??"}))
+    with pytest.raises(StoreError, match="unknown whiteout_dialect"):
+        driver.read_store_dialect(str(tmp_path))
+    (tmp_path / "store.json").write_text("{not json")
+    with pytest.raises(StoreError, match=r"store.json"):
+        driver.read_store_dialect(str(tmp_path))
