@@ -1,0 +1,129 @@
+"""One layer directory of an overlay stack, reached only through its root directory fd.
+
+Owns: the per-layer root fd, fd-relative open/stat/xattr helpers and name validation.
+Must not decide overlay semantics (whiteouts, merging): see ``whiteout.py``/``view.py``.
+Every path handed to these helpers is a tuple of validated components below the root;
+nothing here follows a symlink.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cowfs._sys.openat2 import fd_path, open_beneath
+
+Path = tuple[bytes, ...]
+"""A merged path as components below the overlay root (no '.', '..' or '/')."""
+
+_DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+
+
+def check_name(name: bytes) -> None:
+    """Refuse names that are not a single path component (EINVAL / ENAMETOOLONG)."""
+    if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
+        raise OSError(errno.EINVAL, "invalid name", name)
+    if len(name) > 255:
+        raise OSError(errno.ENAMETOOLONG, "name too long", name)
+
+
+@dataclass(eq=False)
+class Layer:
+    """A layer root: ``index`` 0 is the upper when there is one, then lowers top-first."""
+
+    index: int
+    path: str
+    root_fd: int
+    dev: int
+    upper: bool
+
+    @classmethod
+    def open(cls, index: int, path: str, *, upper: bool) -> Layer:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return cls(index, path, fd, os.fstat(fd).st_dev, upper)
+
+    def close(self) -> None:
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def open_dir(self, path: Path) -> int:
+        """O_PATH fd of the dir at ``path`` in this layer (raises ENOENT/ENOTDIR/ELOOP)."""
+        return open_beneath(self.root_fd, b"/".join(path), _DIR_FLAGS)
+
+    @contextmanager
+    def dir(self, path: Path) -> Iterator[int]:
+        fd = self.open_dir(path)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def try_dir(self, path: Path) -> int | None:
+        """Like ``open_dir`` but None when the dir is missing or not a dir."""
+        try:
+            return self.open_dir(path)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return None
+            raise
+
+
+def lstat_at(dfd: int, name: bytes) -> os.stat_result | None:
+    """lstat NAME in dir fd; None if missing (or the name is too long to exist)."""
+    try:
+        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG):
+            return None
+        raise
+
+
+def getxattr_at(dfd: int, name: bytes | None, attr: bytes) -> bytes | None:
+    """Read xattr ``attr`` of NAME in dir fd (or of the dir itself); None if absent."""
+    try:
+        return os.getxattr(fd_path(dfd, name), attr, follow_symlinks=name is None)
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.ENOENT):
+            return None
+        raise
+
+
+def listxattr_at(dfd: int, name: bytes | None) -> list[bytes]:
+    try:
+        names = os.listxattr(fd_path(dfd, name), follow_symlinks=name is None)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EPERM):
+            return []
+        raise
+    return [os.fsencode(n) for n in names]
+
+
+def setxattr_at(dfd: int, name: bytes | None, attr: bytes, value: bytes, flags: int = 0) -> None:
+    os.setxattr(fd_path(dfd, name), attr, value, flags, follow_symlinks=name is None)
+
+
+def removexattr_at(dfd: int, name: bytes | None, attr: bytes) -> None:
+    os.removexattr(fd_path(dfd, name), attr, follow_symlinks=name is None)
+
+
+def listdir_fd(dfd: int, path: Path = ()) -> list[bytes]:
+    """Names in the dir at ``path`` below ``dfd`` (dfd may be O_PATH)."""
+    fd = open_beneath(dfd, b"/".join(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        return [os.fsencode(n) for n in os.listdir(fd)]
+    finally:
+        os.close(fd)
+
+
+def is_dir(st: os.stat_result) -> bool:
+    return stat.S_ISDIR(st.st_mode)
+
+
+def close_all(fds: Sequence[int]) -> None:
+    for fd in fds:
+        os.close(fd)

@@ -1,0 +1,179 @@
+"""Overlay core, read side, on tmp dirs (no mount): merge, whiteout dialects, inode numbers,
+lookup counts and bounded memory."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+
+from cowfs import format as fmt
+from cowfs.errors import MountError
+from cowfs.overlay import ROOT_INO, Caller, Overlay
+
+
+def _mk(root: Path, spec: dict[str, object]) -> None:
+    """Build a tree: str → file content, None → dir, ("link", t) → symlink,
+    ("wh",) → char 0/0 whiteout, ("xattr", {name: value}) → dir with xattrs."""
+    root.mkdir(parents=True, exist_ok=True)
+    for rel, what in spec.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if what is None:
+            p.mkdir(exist_ok=True)
+        elif isinstance(what, str):
+            p.write_text(what)
+        elif isinstance(what, tuple) and what[0] == "link":
+            os.symlink(what[1], p)
+        elif isinstance(what, tuple) and what[0] == "wh":
+            os.mknod(p, fmt.WHITEOUT_MODE, os.makedev(0, 0))
+        elif isinstance(what, tuple) and what[0] == "xattr":
+            p.mkdir(exist_ok=True)
+            for k, v in what[1].items():
+                os.setxattr(p, k, v)
+
+
+def _names(ov: Overlay, path: bytes) -> list[bytes]:
+    return sorted(n for n, _ in ov.readdir(ov.resolve(path)))
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    l1, l2, u, w = (tmp_path / n for n in ("l1", "l2", "u", "w"))
+    _mk(l2, {"d/a": "a", "d/gone": "g", "d/sub/x": "x", "f": "low", "hidden": "h",
+             "opq/old": "o", "aufs/del": "d", "aufs/keep": "k", "aufs_opq/old": "o"})
+    _mk(l1, {"d/b": "b", "d/gone": ("wh",), "f": "top", ".wh.hidden": "",
+             "sl": ("link", "f"), "opq": None, "aufs/.wh.del": "",
+             "aufs_opq/.wh..wh..opq": "", "aufs_opq/new": "n"})
+    os.setxattr(l1 / "opq", fmt.TRUSTED_OPAQUE, b"y")
+    u.mkdir()
+    w.mkdir()
+    return l1, l2, u, w
+
+
+def test_merge_and_dialects(stack: tuple[Path, Path, Path, Path]) -> None:
+    l1, l2, u, w = stack
+    ov = Overlay([str(l1), str(l2)], str(u), str(w))
+    try:
+        assert _names(ov, b"") == [b"aufs", b"aufs_opq", b"d", b"f", b"opq", b"sl"]
+        assert _names(ov, b"d") == [b"a", b"b", b"sub"]
+        assert _names(ov, b"opq") == []
+        assert _names(ov, b"aufs") == [b"keep"]
+        assert _names(ov, b"aufs_opq") == [b"new"]
+        fd = ov.open(ov.resolve(b"f"), os.O_RDONLY)
+        try:
+            assert os.read(fd, 10) == b"top"
+        finally:
+            os.close(fd)
+        assert ov.readlink(ov.resolve(b"sl")) == b"f"
+        for missing in (b"hidden", b".wh.hidden", b"d/gone", b"opq/old", b"aufs/del"):
+            with pytest.raises(OSError) as ei:
+                ov.resolve(missing)
+            assert ei.value.errno == errno.ENOENT, missing
+        # merged dirs report nlink 1 like the kernel; pure dirs their real count
+        assert ov.getattr(ov.resolve(b"d")).st_nlink == 1
+        assert ov.getattr(ov.resolve(b"d/sub")).st_nlink == 2
+    finally:
+        ov.close()
+
+
+def test_xattr_whiteouts_67(tmp_path: Path) -> None:
+    l1, l2 = tmp_path / "l1", tmp_path / "l2"
+    _mk(l2, {"d/a": "a", "d/b": "b"})
+    _mk(l1, {"d": None, "d/a": ""})
+    os.setxattr(l1 / "d", fmt.TRUSTED_OPAQUE, fmt.OPAQUE_XWHITEOUTS)
+    os.setxattr(l1 / "d/a", fmt.TRUSTED_XWHITEOUT, b"")
+    ov = Overlay([str(l1), str(l2)])
+    try:
+        assert _names(ov, b"d") == [b"b"]
+    finally:
+        ov.close()
+
+
+def test_readonly_without_upper(stack: tuple[Path, Path, Path, Path]) -> None:
+    l1, l2, _, _ = stack
+    ov = Overlay([str(l1), str(l2)])
+    try:
+        d = ov.resolve(b"d")
+        for call in (lambda: ov.open(ov.resolve(b"f"), os.O_WRONLY),
+                     lambda: ov.unlink(d, b"a"),
+                     lambda: ov.mkdir(d, b"new", 0o755, Caller()),
+                     lambda: ov.setattr(d, mode=0o700),
+                     lambda: ov.rename(d, b"a", d, b"c")):
+            with pytest.raises(OSError) as ei:
+                call()
+            assert ei.value.errno == errno.EROFS
+        assert ov.statfs().f_bsize > 0
+    finally:
+        ov.close()
+
+
+def test_inode_numbers_and_lookup_counts(stack: tuple[Path, Path, Path, Path]) -> None:
+    l1, l2, u, w = stack
+    ov = Overlay([str(l1), str(l2)], str(u), str(w))
+    try:
+        assert ov.getattr(ROOT_INO).st_ino == ROOT_INO
+        st = ov.lookup(ROOT_INO, b"d")
+        d = st.st_ino
+        a = ov.lookup(d, b"a")
+        assert a.st_ino == os.lstat(l2 / "d/a").st_ino  # lower object's number, as kernel
+        listed = dict(ov.readdir(d))
+        assert listed[b"a"].st_ino == a.st_ino
+        base = len(ov.table)
+        for _ in range(50):  # repeated walks keep memory flat
+            for name, _st in ov.readdir(d):
+                ov.lookup_entry(d, name)
+                ov.forget(_st.st_ino, 1)
+        assert len(ov.table) == base
+        ov.forget(a.st_ino, 1)
+        ov.forget(d, 1)
+        ov.forget(ROOT_INO, 1)  # never raises, root stays
+        ov.forget(123456789, 3)
+        assert ov.getattr(ROOT_INO).st_ino == ROOT_INO
+    finally:
+        ov.close()
+
+
+def test_hostile_names(stack: tuple[Path, Path, Path, Path]) -> None:
+    l1, l2, u, w = stack
+    ov = Overlay([str(l1), str(l2)], str(u), str(w))
+    try:
+        for bad in (b"..", b".", b"a/b", b"", b"x\0y"):
+            with pytest.raises(OSError) as ei:
+                ov.lookup(ROOT_INO, bad)
+            assert ei.value.errno == errno.EINVAL
+        with pytest.raises(OSError) as ei:
+            ov.lookup(ROOT_INO, b"n" * 300)
+        assert ei.value.errno == errno.ENAMETOOLONG
+        # a symlink in the path is never followed by the layer walk
+        with pytest.raises(OSError) as ei:
+            ov.lookup(ov.resolve(b"sl"), b"x")
+        assert ei.value.errno == errno.ENOTDIR
+    finally:
+        ov.close()
+
+
+def test_bad_setup(tmp_path: Path) -> None:
+    with pytest.raises(MountError):
+        Overlay([])
+    with pytest.raises(MountError):
+        Overlay([str(tmp_path / "missing")])
+    (tmp_path / "l").mkdir()
+    (tmp_path / "u").mkdir()
+    with pytest.raises(MountError):
+        Overlay([str(tmp_path / "l")], str(tmp_path / "u"), None)
+    if Path("/dev/shm").is_dir():
+        shm = Path("/dev/shm")
+        import tempfile
+
+        with tempfile.TemporaryDirectory(dir=shm) as w, pytest.raises(MountError):
+            Overlay([str(tmp_path / "l")], str(tmp_path / "u"), w)
+    (tmp_path / "w").mkdir()
+    ov = Overlay([str(tmp_path / "l")], str(tmp_path / "u"), str(tmp_path / "w"))
+    try:
+        with pytest.raises(MountError):  # workdir locked by the first instance
+            Overlay([str(tmp_path / "l")], str(tmp_path / "u"), str(tmp_path / "w"))
+    finally:
+        ov.close()
