@@ -614,7 +614,7 @@ def mount_image(
     """
     image = store.get_image(ref)
     lowers = store.layer_dirs(image)
-    dialect = getattr(store, "whiteout_dialect", None)
+    dialect = getattr(store, "dialect", None)
     if not isinstance(dialect, WhiteoutDialect):
         dialect = read_store_dialect(store.root)
     return mount(lowers, upper, work, target, backend, run_dir=store.run_dir, dialect=dialect,
