@@ -19,10 +19,12 @@ if TYPE_CHECKING:
         Mount as Mount,
         mount as mount,
     )
+    from .store import open_store as open_store
 
-_LAZY = {"Mount": "driver", "mount": "driver"}
+_LAZY = {"Mount": "driver", "mount": "driver", "open_store": "store"}
 """Re-exports loaded on first use: cowfs.fuse (a layer below the driver) imports this
-package for ``__version__``, so a static import here would make it import the driver."""
+package for ``__version__``, so a static import here would make it import the driver
+(and the store, with its decompressors, for every ``import cowfs``)."""
 
 
 def __getattr__(name: str) -> object:
