@@ -10,6 +10,7 @@ and layers this import created are rolled back when no other import is in flight
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +19,7 @@ import time
 from typing import Any
 
 from .. import format as fmt
-from ..errors import BadImage, DigestMismatch, UsageError
+from ..errors import BadImage, DigestMismatch, NotFound, UsageError
 from .cas import chain_ids, check_digest, sha256_bytes
 from .images import ImagePlan, LayerPlan, open_plans, parse_json
 from .store import Image, ProgressEvent, ProgressFn, Store, rmtree
@@ -165,6 +166,10 @@ def _import(store: Store, plan: ImagePlan, progress: ProgressFn | None, txn: _Tx
     if len(diff_ids) != count:
         raise BadImage(f"parse image config {cfg_digest}: {len(diff_ids)} diff_ids for "
                        f"{count} layers")
+    if store.has_image(cfg_digest):
+        log.info("image %s already stored; tagging only", cfg_digest)
+        with contextlib.suppress(NotFound):  # removed meanwhile: import it again
+            return store.write_image({"id": cfg_digest, "diff_ids": diff_ids}, plan.tags)
     man_doc: dict[str, Any] | None = None
     if plan.manifest is not None:
         doc = parse_json(plan.manifest, f"manifest {plan.manifest_digest}")

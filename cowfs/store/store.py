@@ -553,14 +553,26 @@ class Store:
             with contextlib.suppress(FileNotFoundError, ValueError), \
                     open(self._image_path(iid), "rb") as f:
                 old = json.load(f)
-            if isinstance(old, dict) and old.get("imported"):
-                rec["imported"] = old["imported"] if not tags else rec["imported"]
-            write_json_atomic(self._image_path(iid), rec, self.tmp_dir)
+            if isinstance(old, dict) and old.get("id") == iid:
+                rec = old  # already stored: keep its record (manifest, blobs); just tag
+            elif "config" not in rec:
+                raise NotFound(f"tag image {iid}: removed meanwhile")
+            else:
+                write_json_atomic(self._image_path(iid), rec, self.tmp_dir)
             refs = self.refs.load()
             for t in tags:
                 refs[t] = iid
             self.refs.save(refs)
             return image_from_record(rec, tuple(t for t, i in refs.items() if i == iid))
+
+    def has_image(self, image_id: str) -> bool:
+        """True if a complete record of this image (and all its layers) is stored."""
+        try:
+            img = self._read_image(image_id, {})
+        except (NotFound, StoreError):
+            return False
+        return all(self.has_layer(d) for d in img.diff_ids) and all(
+            self.has_blob(d) for d in (img.id, img.manifest_digest, *img.layer_digests))
 
     def blob_reader(self, digest: str) -> BlobOpener:
         return lambda: self.blobs.open(digest)
