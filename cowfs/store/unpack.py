@@ -258,9 +258,9 @@ class _Extractor:
             if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                 raise
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
-        if lenient or not create:
+        if lenient:
             return None
-        if key in self.whiteouts and _is_whiteout_st(st):
+        if create and key in self.whiteouts and _is_whiteout_st(st):
             # "a/.wh.b" then "a/b/c": b is this layer's dir replacing a lower b.
             os.unlink(name, dir_fd=pfd)
             self.whiteouts.discard(key)
