@@ -206,3 +206,27 @@ def test_read_store_dialect(tmp_path: Path) -> None:
     (tmp_path / "store.json").write_text("{not json")
     with pytest.raises(StoreError, match=r"store.json"):
         driver.read_store_dialect(str(tmp_path))
+
+
+def test_mount_image_honours_the_store_dialect(tmp_path: Path) -> None:
+    import io
+
+    from helpers.layers import LayerTar
+
+    from cowfs.store import open_store
+
+    root = tmp_path / "store"
+    root.mkdir()
+    (root / "store.json").write_text(json.dumps({"version": 1, "whiteout_dialect": "wh-files"}))
+    store = open_store(str(root))
+    layer = LayerTar().file("f", b"x")
+    config = {"architecture": "amd64", "os": "linux",
+              "rootfs": {"type": "layers", "diff_ids": [layer.diff_id()]}}
+    store.import_layers([lambda: io.BytesIO(bytes(layer))], config, tags=["wh:1"])
+    with pytest.raises(BackendUnavailable, match=r"kernel backend: the store's whiteout dialect"):
+        driver.mount_image(store, "wh:1", backend="kernel")
+    assert driver.list_mounts(store.run_dir) == []
+    (root / "store.json").write_text(json.dumps({"version": 1, "whiteout_dialect": "chardev"}))
+    with driver.mount_image(open_store(str(root)), "wh:1", backend="kernel") as m:
+        assert os.listdir(m.mergeddir) == ["f"]
+        assert driver.list_mounts(store.run_dir)[0].mergeddir == m.mergeddir
