@@ -12,7 +12,7 @@ import math
 import statistics
 from typing import Any
 
-from .workloads import HIGHER_IS_BETTER, METRICS, UNITS
+from .workloads import HIGHER_IS_BETTER, LATENCY_ONLY, METRICS, UNITS
 
 REFS = ("kernel", "fuse-overlayfs")
 TARGET_COLUMN = "cowfs-fuse"
@@ -50,9 +50,11 @@ def summarize(samples: list[dict[str, Any]], impls: list[str]) -> dict[str, Any]
                     r = (base / cell["median"] if metric in HIGHER_IS_BETTER
                          else cell["median"] / base)
                     ratios[ref].setdefault(impl, {})[metric] = r
-    geomeans = {ref: {impl: _geomean(list(m.values())) for impl, m in per.items()}
-                for ref, per in ratios.items()}
-    return {"stats": stats, "ratios": ratios, "geomean": geomeans}
+    geomeans = {ref: {impl: _geomean([v for k, v in m.items() if k not in LATENCY_ONLY])
+                      for impl, m in per.items()} for ref, per in ratios.items()}
+    geomeans_all = {ref: {impl: _geomean(list(m.values())) for impl, m in per.items()}
+                    for ref, per in ratios.items()}
+    return {"stats": stats, "ratios": ratios, "geomean": geomeans, "geomean_all": geomeans_all}
 
 
 def _metrics_of(workload: str) -> tuple[str, ...]:
@@ -72,16 +74,20 @@ def targets(summary: dict[str, Any]) -> list[dict[str, Any]]:
     if not vs:
         return []
     geo = summary["geomean"]["fuse-overlayfs"][TARGET_COLUMN]
-    worst = max(vs, key=lambda m: vs[m])
-    out = [
-        {"target": "geomean ≤ 1.0x fuse-overlayfs", "value": f"{geo:.2f}x", "met": geo <= 1.0},
-        {"target": "no workload > 3x fuse-overlayfs", "value": f"worst {worst} {vs[worst]:.2f}x",
-         "met": vs[worst] <= 3.0},
-    ]
-    for m in ("seqread_warm", "smallread_warm"):
+    work = {m: v for m, v in vs.items() if m not in LATENCY_ONLY}
+    out = [{"target": "geomean of workloads ≤ 1.0x fuse-overlayfs", "value": f"{geo:.2f}x",
+            "met": geo <= 1.0}]
+    if work:
+        worst = max(work, key=lambda m: work[m])
+        over = sorted((m for m in work if work[m] > 3.0), key=lambda m: -work[m])
+        out.append({"target": "no workload > 3x fuse-overlayfs",
+                    "value": f"worst {worst} {work[worst]:.2f}x"
+                    + (f"; over 3x: {', '.join(over)}" if over else ""),
+                    "met": work[worst] <= 3.0})
+    for m in ("seqread_warm", "smallread_warm", "seqread_hot", "smallread_hot"):
         if m in vs:
-            out.append({"target": f"{m} ≥ 5x faster than fuse-overlayfs",
-                        "value": f"{1 / vs[m]:.2f}x faster", "met": vs[m] <= 0.2})
+            out.append({"target": f"{m} ≥ 5x fuse-overlayfs (as fast)",
+                        "value": f"{1 / vs[m]:.2f}x as fast", "met": vs[m] <= 0.2})
     if mount is not None:
         out.append({"target": "mount < 300 ms", "value": f"{mount * 1000:.0f} ms",
                     "met": mount < 0.3})
@@ -154,7 +160,10 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += [f"## Slowdown vs {ref} (ratio of medians; above 1 = slower)", ""]
         rows = [[metric, *[_ratio(per.get(i, {}).get(metric)) for i in impls]]
                 for metric in summ["stats"]]
-        rows.append(["**geomean**", *[f"**{_ratio(summ['geomean'][ref].get(i))}**" for i in impls]])
+        rows.append(["**geomean (workloads)**",
+                     *[f"**{_ratio(summ['geomean'][ref].get(i))}**" for i in impls]])
+        rows.append(["geomean incl. mount/unmount",
+                     *[_ratio(summ["geomean_all"][ref].get(i)) for i in impls]])
         lines += [*_table(["metric", *impls], rows), ""]
     tg = targets(summ)
     if tg:
