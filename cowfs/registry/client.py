@@ -95,6 +95,7 @@ class RegistryClient:
     _tokens: dict[str, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _local: threading.local = field(default_factory=threading.local)
+    _all_conns: list[http.client.HTTPConnection] = field(default_factory=list)
     _credentials: tuple[str, str] | None = None
     _basic: bool = False
 
@@ -124,6 +125,8 @@ class RegistryClient:
             else:
                 conn = http.client.HTTPConnection(netloc, timeout=self.timeout)
             conns[key] = conn
+            with self._lock:
+                self._all_conns.append(conn)
         return conn
 
     def _drop_conn(self, scheme: str, netloc: str) -> None:
@@ -249,7 +252,10 @@ class RegistryClient:
             return resp
 
     def close(self) -> None:
-        for conn in getattr(self._local, "conns", {}).values():
+        """Close every connection, including those opened by worker threads."""
+        with self._lock:
+            conns, self._all_conns = self._all_conns, []
+        for conn in conns:
             conn.close()
         self._local.conns = {}
 

@@ -192,8 +192,6 @@ class Repository:
                 if resp.status == 416:  # nothing more to send: we have it all
                     break
                 mode = "ab" if resp.status == 206 else "wb"
-                if progress and mode == "ab":
-                    progress(have)
                 with open(dest, mode) as f:
                     for chunk in resp.iter_chunks():
                         f.write(chunk)
