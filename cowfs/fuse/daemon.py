@@ -1,0 +1,171 @@
+"""Lifecycle of one cowfs-overlay mount: checks, mount, serve, clean exit.
+
+Owns: opening the core, ``pyfuse3.init`` (the mount), the trio main loop with its
+signal handling (SIGTERM/SIGINT/SIGHUP unmount and exit 0; SIGUSR1 dumps stacks via
+faulthandler) and the teardown order (operations.destroy, then ``pyfuse3.close``).
+Must not parse the command line (`options`) or fork (`program`).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import logging
+import logging.handlers
+import os
+import signal
+import stat
+from collections.abc import Callable
+from typing import TextIO
+
+import pyfuse3
+import trio
+
+from ..errors import MountError
+from ..overlay import Overlay
+from .operations import Operations
+from .options import MountOptions
+
+log = logging.getLogger(__name__)
+
+
+def check_dirs(opts: MountOptions) -> None:
+    """Fail early with a clear one-line error for anything the mount cannot use.
+
+    Raises:
+        MountError: a missing /dev/fuse, a missing or non-directory path, or an
+            upper and work dir on different filesystems.
+    """
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("mount cowfs-overlay: /dev/fuse does not exist (modprobe fuse?)")
+    named = [("mountpoint", opts.mountpoint)]
+    named += [("lowerdir", d) for d in opts.lowerdirs]
+    if opts.upperdir is not None and opts.workdir is not None:
+        named += [("upperdir", opts.upperdir), ("workdir", opts.workdir)]
+    for what, path in named:
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise MountError(f"mount cowfs-overlay: {what} {path}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise MountError(f"mount cowfs-overlay: {what} {path}: not a directory")
+    if (opts.upperdir is not None and opts.workdir is not None
+            and os.stat(opts.upperdir).st_dev != os.stat(opts.workdir).st_dev):
+        raise MountError(
+            f"mount cowfs-overlay: workdir {opts.workdir} is not on the same filesystem "
+            f"as upperdir {opts.upperdir}"
+        )
+
+
+def setup_logging(opts: MountOptions, detached: bool) -> TextIO | None:
+    """Route logs to ``-o log=FILE``, stderr (foreground) or syslog (daemon).
+
+    Returns the stream faulthandler should dump to (None: stderr).
+    """
+    root = logging.getLogger()
+    root.setLevel(opts.log_level)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fmt = "%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s: %(message)s"
+    stream: TextIO | None = None
+    handler: logging.Handler
+    if opts.log_file:
+        stream = open(opts.log_file, "a", buffering=1)  # noqa: SIM115 - lives as long as we do
+        handler = logging.StreamHandler(stream)
+    elif not detached:
+        handler = logging.StreamHandler()
+    else:
+        try:
+            handler = logging.handlers.SysLogHandler(address="/dev/log")
+            fmt = "cowfs-overlay[%(process)d]: %(levelname)s %(name)s: %(message)s"
+        except OSError:
+            handler = logging.NullHandler()  # no syslog here and no log=: nowhere to log
+    handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
+    root.addHandler(handler)
+    return stream
+
+
+class Daemon:
+    """One mount: `mount` (may raise), then `serve` (blocks until unmounted)."""
+
+    def __init__(self, opts: MountOptions) -> None:
+        self.opts = opts
+        self.overlay: Overlay | None = None
+        self.ops: Operations | None = None
+        self.mounted = False
+
+    def mount(self) -> None:
+        """Open the core and mount. Raises MountError with a one-line reason."""
+        opts = self.opts
+        check_dirs(opts)
+        try:
+            self.overlay = Overlay(
+                list(opts.lowerdirs), opts.upperdir, opts.workdir,
+                userxattr=os.geteuid() != 0, fsync=opts.fsync,
+            )
+        except OSError as exc:
+            raise MountError(f"mount cowfs-overlay: open layers: {exc}") from None
+        self.ops = Operations(self.overlay, opts)
+        try:
+            pyfuse3.init(self.ops, opts.mountpoint, set(opts.fuse_options))
+        except RuntimeError as exc:
+            self.overlay.close()
+            raise MountError(
+                f"mount cowfs-overlay: mount {opts.mountpoint}: {exc} (see the fuse message above)"
+            ) from None
+        self.mounted = True
+        log.info("mounted %s (lowers=%s upper=%s writeback=%s timeout=%s)",
+                 opts.mountpoint, ":".join(opts.lowerdirs), opts.upperdir,
+                 self.ops.enable_writeback_cache, opts.timeout)
+
+    def serve(self, ready: Callable[[], None] | None = None) -> None:
+        """Run the FUSE loop until unmount or a termination signal, then tear down."""
+        clean = False
+        try:
+            trio.run(self._main, ready)
+            clean = True
+        finally:
+            if self.ops is not None:
+                self.ops.destroy()
+            try:
+                # Unmounts only if still mounted by us: libfuse sees an aborted connection.
+                pyfuse3.close(unmount=True)
+            except Exception:
+                log.exception("close the fuse session")
+            if self.overlay is not None:
+                try:
+                    self.overlay.close()
+                except Exception:
+                    log.exception("close the overlay core")
+            log.info("unmounted %s (%s)", self.opts.mountpoint, "clean" if clean else "error")
+
+    async def _main(self, ready: Callable[[], None] | None) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._signals)
+            if ready is not None:
+                nursery.start_soon(self._announce, ready)
+            # max_tasks=1: handlers never await, so more workers only add scheduling cost.
+            await pyfuse3.main(min_tasks=1, max_tasks=1)
+            nursery.cancel_scope.cancel()
+
+    async def _announce(self, ready: Callable[[], None]) -> None:
+        # The mount exists once init returned; a stat through it proves we also answer.
+        await trio.to_thread.run_sync(os.stat, self.opts.mountpoint)
+        ready()
+
+    async def _signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for signum in sigs:
+                log.info("signal %d: unmounting %s", signum, self.opts.mountpoint)
+                pyfuse3.terminate()
+                return
+
+
+def register_faulthandler(stream: TextIO | None) -> None:
+    """``kill -USR1 <daemon>`` dumps every thread's stack to the log (or stderr)."""
+    try:
+        if stream is not None:
+            faulthandler.register(signal.SIGUSR1, file=stream, all_threads=True)
+        else:
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (OSError, ValueError, RuntimeError) as exc:
+        log.warning("faulthandler on SIGUSR1 unavailable: %s", exc)

@@ -1,0 +1,350 @@
+"""pyfuse3 request handlers: a thin, synchronous adapter over `cowfs.overlay.Overlay`.
+
+Owns: converting FUSE requests to core calls (same verb), ``os.stat_result`` to
+``EntryAttributes``, errno to ``FUSEError`` (in exactly one place, `_handler`), the
+inode/handle tables and the kernel cache policy (timeouts, keep_cache, writeback).
+Must not implement overlay semantics (copy-up, whiteouts, merging): the core does.
+
+Every handler body is synchronous: the core is single-threaded and the daemon runs
+``pyfuse3.main(max_tasks=1)``, so no request ever waits on another and nothing hops
+to a thread (measured: a thread hop per request costs 2.3x, see docs/performance.md).
+No exception escapes a handler except ``FUSEError``: anything unexpected is logged
+with its traceback and answered with EIO, so a bug never kills the mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, final
+
+import pyfuse3
+
+from ..errors import CowfsError
+from ..overlay import Caller, Overlay
+from .handles import DirEntries, HandleTable, InodeTable
+from .options import MountOptions
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_ACCMODE = os.O_ACCMODE
+# Open flags a FUSE request may carry that we pass on to the real file. The kernel also
+# sends internal bits (__FMODE_EXEC 0x20 for execve, ...) that openat2 rejects with
+# EINVAL, and O_DIRECT, which the page cache above us already handles.
+_PASS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_DSYNC | os.O_SYNC
+               | os.O_NOATIME | os.O_TRUNC | os.O_EXCL | os.O_NOFOLLOW | os.O_LARGEFILE)
+
+
+def _handler(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+    """Make a synchronous handler body an async pyfuse3 handler with errno mapping."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except OSError as exc:
+            code = exc.errno if exc.errno else errno.EIO
+            if code == errno.EIO:
+                log.error("%s%r: I/O error: %s", fn.__name__, args[1:], exc)
+            raise pyfuse3.FUSEError(code) from None
+        except CowfsError as exc:
+            log.error("%s%r: %s", fn.__name__, args[1:], exc)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception:
+            log.exception("%s%r: unexpected error (answered EIO)", fn.__name__, args[1:])
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+@final
+class Operations(pyfuse3.Operations):
+    """The pyfuse3 ``Operations`` of a cowfs-overlay mount."""
+
+    # No lookups of "." / ".." (only NFS export needs them); they would skew lookup counts.
+    supports_dot_lookup = False
+    enable_acl = False
+
+    def __init__(self, overlay: Overlay, opts: MountOptions) -> None:
+        super().__init__()
+        self.ov = overlay
+        self.opts = opts
+        self.inodes = InodeTable()
+        self.handles = HandleTable()
+        self.timeout = opts.timeout
+        # Writeback lets the kernel batch small writes; only meaningful with an upper.
+        self.enable_writeback_cache = opts.writeback and not opts.read_only
+
+    # --- helpers -----------------------------------------------------------------
+    def _attrs(self, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = st.st_ino
+        a.generation = 0
+        a.entry_timeout = self.timeout
+        a.attr_timeout = self.timeout
+        a.st_mode = st.st_mode
+        a.st_nlink = st.st_nlink
+        a.st_uid = st.st_uid
+        a.st_gid = st.st_gid
+        a.st_rdev = st.st_rdev
+        a.st_size = st.st_size
+        a.st_blksize = st.st_blksize
+        a.st_blocks = st.st_blocks
+        a.st_atime_ns = st.st_atime_ns
+        a.st_mtime_ns = st.st_mtime_ns
+        a.st_ctime_ns = st.st_ctime_ns
+        opts = self.opts
+        if opts.squash_uid is not None:
+            a.st_uid = opts.squash_uid
+        if opts.squash_gid is not None:
+            a.st_gid = opts.squash_gid
+        if opts.static_nlink and stat.S_ISDIR(st.st_mode):
+            a.st_nlink = 1
+        return a
+
+    def _entry(self, parent: int, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        """Attributes of a new kernel reference (the core already counted it)."""
+        self.inodes.looked_up(st.st_ino, parent, stat.S_ISDIR(st.st_mode))
+        return self._attrs(st)
+
+    def _open_flags(self, flags: int) -> int:
+        flags = (flags & _PASS_FLAGS) | os.O_CLOEXEC
+        # With the writeback cache the kernel reads pages of files opened write-only and
+        # does O_APPEND itself (it sends the final offsets), so the fd must be readable
+        # and must not append on its own.
+        if self.enable_writeback_cache:
+            if flags & _ACCMODE == os.O_WRONLY:
+                flags = (flags & ~_ACCMODE) | os.O_RDWR
+            flags &= ~os.O_APPEND
+        return flags
+
+    @staticmethod
+    def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+        # The kernel has already applied the umask to the mode (no FUSE_CAP_DONT_MASK).
+        return Caller(uid=ctx.uid, gid=ctx.gid, umask=0)
+
+    # --- lifecycle ---------------------------------------------------------------
+    def destroy(self) -> None:
+        """Release everything after the main loop ended. Never raises."""
+        try:
+            self.handles.close_all()
+            for ino, n in self.inodes.counts().items():
+                self.ov.forget(ino, n)
+                self.inodes.forget(ino, n)
+        except Exception:
+            log.exception("destroy: releasing tables failed")
+
+    # --- names -------------------------------------------------------------------
+    @_handler
+    def lookup(self, parent_inode: int, name: bytes,
+               ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        try:
+            st = self.ov.lookup(parent_inode, name)
+        except FileNotFoundError:
+            # A cached negative entry: the kernel will not ask again until we create it.
+            neg = pyfuse3.EntryAttributes()
+            neg.st_ino = 0
+            neg.entry_timeout = self.timeout
+            return neg
+        return self._entry(parent_inode, st)
+
+    async def forget(self, inode_list: Sequence[tuple[int, int]]) -> None:
+        for ino, n in inode_list:
+            try:
+                self.ov.forget(ino, n)
+                self.inodes.forget(ino, n)
+            except Exception:
+                log.exception("forget(%d, %d) failed", ino, n)
+
+    @_handler
+    def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self._attrs(self.ov.getattr(inode))
+
+    @_handler
+    def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
+                fields: pyfuse3.SetattrFields, fh: int | None,
+                ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        fd = self.handles.file(fh).fd if fh is not None else None
+        st = self.ov.setattr(
+            inode,
+            mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
+            uid=attr.st_uid if fields.update_uid else None,
+            gid=attr.st_gid if fields.update_gid else None,
+            size=attr.st_size if fields.update_size else None,
+            atime_ns=attr.st_atime_ns if fields.update_atime else None,
+            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
+            fd=fd,
+        )
+        return self._attrs(st)
+
+    @_handler
+    def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.ov.readlink(inode)
+
+    @_handler
+    def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
+              ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        st = self.ov.mknod(parent_inode, name, mode, rdev, self._caller(ctx))
+        return self._entry(parent_inode, st)
+
+    @_handler
+    def mkdir(self, parent_inode: int, name: bytes, mode: int,
+              ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        st = self.ov.mkdir(parent_inode, name, mode, self._caller(ctx))
+        return self._entry(parent_inode, st)
+
+    @_handler
+    def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        st = self.ov.symlink(parent_inode, name, target, self._caller(ctx))
+        return self._entry(parent_inode, st)
+
+    @_handler
+    def link(self, inode: int, new_parent_inode: int, new_name: bytes,
+             ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        st = self.ov.link(inode, new_parent_inode, new_name)
+        return self._entry(new_parent_inode, st)
+
+    @_handler
+    def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ov.unlink(parent_inode, name)
+
+    @_handler
+    def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ov.rmdir(parent_inode, name)
+
+    @_handler
+    def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+               name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        self.ov.rename(parent_inode_old, name_old, parent_inode_new, name_new, flags)
+
+    # --- files -------------------------------------------------------------------
+    @_handler
+    def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        fd = self.ov.open(inode, self._open_flags(flags))
+        # Nothing changes a file behind the kernel's back (lowers are immutable and every
+        # write comes through this mount), so its page cache survives reopening.
+        return pyfuse3.FileInfo(fh=self.handles.add_file(fd, inode), keep_cache=True)
+
+    @_handler
+    def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+               ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        fd, st = self.ov.create(parent_inode, name, self._open_flags(flags), mode,
+                                self._caller(ctx))
+        fi = pyfuse3.FileInfo(fh=self.handles.add_file(fd, st.st_ino), keep_cache=True)
+        return fi, self._entry(parent_inode, st)
+
+    @_handler
+    def read(self, fh: int, off: int, size: int) -> bytes:
+        return os.pread(self.handles.file(fh).fd, size, off)
+
+    @_handler
+    def write(self, fh: int, off: int, buf: bytes) -> int:
+        fd = self.handles.file(fh).fd
+        done = os.pwrite(fd, buf, off)
+        if done < len(buf):  # short write (e.g. a signal): FUSE needs all of it
+            view = memoryview(buf)
+            while done < len(buf):
+                n = os.pwrite(fd, view[done:], off + done)
+                if n == 0:
+                    raise OSError(errno.ENOSPC, "short write")
+                done += n
+        return done
+
+    @_handler
+    def flush(self, fh: int) -> None:
+        self.handles.file(fh)
+
+    @_handler
+    def release(self, fh: int) -> None:
+        self.handles.release_file(fh)
+
+    @_handler
+    def fsync(self, fh: int, datasync: bool) -> None:
+        self.ov.fsync(self.handles.file(fh).fd, datasync)
+
+    # --- directories -------------------------------------------------------------
+    @_handler
+    def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        if not stat.S_ISDIR(self.ov.getattr(inode).st_mode):
+            raise OSError(errno.ENOTDIR, "not a directory")
+        return self.handles.add_dir(inode)
+
+    def _listing(self, ino: int) -> DirEntries:
+        entries = self.ov.readdir(ino)
+        dot = self.ov.getattr(ino)
+        parent = self.inodes.parent(ino) if ino != pyfuse3.ROOT_INODE else ino
+        try:
+            dotdot = self.ov.getattr(parent)
+        except OSError:
+            dotdot = dot
+        return [(b".", dot), (b"..", dotdot), *entries]
+
+    @_handler
+    def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        od = self.handles.dir(fh)
+        if start_id == 0 or od.entries is None:
+            od.entries = self._listing(od.ino)
+        entries = od.entries
+        for i in range(start_id, len(entries)):
+            name, st = entries[i]
+            if not pyfuse3.readdir_reply(token, name, self._attrs(st), i + 1):
+                return
+            if i >= 2:  # "." and ".." are not counted (pyfuse3 and the kernel agree)
+                # readdirplus counts as a lookup of each entry the kernel accepted.
+                counted = self.ov.lookup_entry(od.ino, name)
+                if counted.st_ino != st.st_ino:
+                    log.error("readdir(%d): %r listed as inode %d, looked up as %d",
+                              od.ino, name, st.st_ino, counted.st_ino)
+                self.inodes.looked_up(counted.st_ino, od.ino, stat.S_ISDIR(counted.st_mode))
+
+    @_handler
+    def releasedir(self, fh: int) -> None:
+        self.handles.release_dir(fh)
+
+    @_handler
+    def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.handles.dir(fh)
+
+    # --- xattrs and fs -----------------------------------------------------------
+    @_handler
+    def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
+        return self.ov.getxattr(inode, name)
+
+    @_handler
+    def setxattr(self, inode: int, name: bytes, value: bytes,
+                 ctx: pyfuse3.RequestContext) -> None:
+        # pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE (a documented caveat).
+        self.ov.setxattr(inode, name, value)
+
+    @_handler
+    def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
+        return self.ov.listxattr(inode)
+
+    @_handler
+    def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.ov.removexattr(inode, name)
+
+    @_handler
+    def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        sv = self.ov.statfs()
+        out = pyfuse3.StatvfsData()
+        out.f_bsize = sv.f_bsize
+        out.f_frsize = sv.f_frsize
+        out.f_blocks = sv.f_blocks
+        out.f_bfree = sv.f_bfree
+        out.f_bavail = sv.f_bavail
+        out.f_files = sv.f_files
+        out.f_ffree = sv.f_ffree
+        out.f_favail = sv.f_favail
+        out.f_namemax = sv.f_namemax
+        return out

@@ -1,0 +1,104 @@
+"""Unit tests of the cowfs-overlay command line (no mount): fuse-overlayfs's grammar."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from cowfs.errors import UsageError
+from cowfs.fuse.options import DEFAULT_TIMEOUT, parse_args, split_lowerdir, split_options
+
+
+def test_podman_form_with_empty_option() -> None:
+    o = parse_args(["-o", "lowerdir=/l1:/l2,upperdir=/u,workdir=/w,,volatile", "/m"], euid=0)
+    assert o.lowerdirs == ("/l1", "/l2")
+    assert (o.upperdir, o.workdir, o.mountpoint) == ("/u", "/w", "/m")
+    assert o.volatile and not o.fsync
+    assert o.warnings == ()
+    assert {"allow_other", "default_permissions"} <= o.fuse_options
+    assert "ro" not in o.fuse_options and not o.read_only
+    assert o.writeback and o.timeout == DEFAULT_TIMEOUT
+
+
+def test_repeated_and_attached_o() -> None:
+    o = parse_args(["-olowerdir=/a", "-o", "upperdir=/u", "-o", "workdir=/w", "-f", "/m"])
+    assert o.lowerdirs == ("/a",) and o.upperdir == "/u" and o.foreground
+
+
+def test_mount_fuse3_form() -> None:
+    o = parse_args(["overlay", "/m", "-o", "rw,dev,suid,lowerdir=/a,upperdir=/u,workdir=/w"])
+    assert o.source == "overlay" and o.mountpoint == "/m"
+    assert {"dev", "suid", "rw", "fsname=overlay", "subtype=cowfs-overlay"} <= o.fuse_options
+
+
+def test_lowerdir_escapes() -> None:
+    assert split_lowerdir(r"/a\:b:/c\\d:/e") == ("/a:b", "/c\\d", "/e")
+    o = parse_args(["-o", r"lowerdir=/x\:y:/z", "/m"])
+    assert o.lowerdirs == ("/x:y", "/z")
+
+
+def test_quoted_values_and_escaped_commas() -> None:
+    assert split_options('context="system_u:object_r:a,b",lowerdir=/l') == [
+        "context=system_u:object_r:a,b", "lowerdir=/l",
+    ]
+    assert split_options(r"a\,b,c") == ["a,b", "c"]
+    o = parse_args(["-o", 'lowerdir=/l,context="a,b"', "/m"])
+    assert o.warnings == ()
+
+
+def test_unterminated_quote_is_an_error() -> None:
+    with pytest.raises(UsageError, match="quote"):
+        parse_args(["-o", 'lowerdir=/l,context="a', "/m"])
+
+
+def test_every_fuse_overlayfs_option_is_accepted() -> None:
+    opts = ("uidmapping=0:1000:1,gidmapping=0:1000:1,squash_to_root,squash_to_uid=5,"
+            "squash_to_gid=6,static_nlink,noacl,xino=auto,timeout=5,fsync=0,volatile,"
+            "writeback=0,redirect_dir=off,context=x,xattr_permissions=2,allow_other,"
+            "default_permissions,suid,dev,noatime,threaded=1,fast_ino=1,index=off,metacopy=off")
+    opts = opts.replace("threaded=1", "threaded").replace("fast_ino=1", "fast_ino")
+    o = parse_args(["-o", f"lowerdir=/l,upperdir=/u,workdir=/w,{opts}", "/m"])
+    assert o.squash_uid == 5 and o.squash_gid == 6 and o.static_nlink
+    assert o.timeout == 5.0 and not o.writeback and not o.fsync
+    # uid/gid mapping is parsed but not implemented: the user is told.
+    assert len(o.warnings) == 2 and all("mapping" in w for w in o.warnings)
+
+
+def test_unknown_option_warns() -> None:
+    o = parse_args(["-o", "lowerdir=/l,frobnicate=3,zap", "/m"])
+    assert [w for w in o.warnings if "frobnicate" in w] and [w for w in o.warnings if "zap" in w]
+    assert not any("frobnicate" in f for f in o.fuse_options)
+
+
+def test_read_only_without_upper() -> None:
+    o = parse_args(["-o", "lowerdir=/l", "/m"], euid=1000)
+    assert o.read_only and "ro" in o.fuse_options and not o.writeback
+    assert "allow_other" not in o.fuse_options  # rootless: fusermount3 would refuse it
+
+
+def test_relative_paths_are_taken_from_cwd() -> None:
+    o = parse_args(["-o", "lowerdir=l,upperdir=u,workdir=w", "m"])
+    cwd = os.getcwd()
+    assert o.lowerdirs == (f"{cwd}/l",) and o.upperdir == f"{cwd}/u"
+    assert o.mountpoint == f"{cwd}/m"
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["/m"], "lowerdir= is required"),
+        (["-o", "lowerdir=/l,upperdir=/u", "/m"], "go together"),
+        (["-o", "lowerdir=/l"], "positional"),
+        (["-o", "lowerdir=/l", "a", "b", "c"], "positional"),
+        (["-o", "lowerdir=/l::/k", "/m"], "empty layer"),
+        (["-o", "lowerdir=/l,timeout=soon", "/m"], "not a number"),
+        (["-o", "lowerdir=/l,squash_to_uid=-1", "/m"], "negative"),
+        (["-o", "lowerdir=/l,writeback=maybe", "/m"], "expected 0 or 1"),
+        (["-o"], "needs a value"),
+        (["-x", "-o", "lowerdir=/l", "/m"], "unknown flag"),
+    ],
+)
+def test_bad_command_lines(argv: list[str], match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        parse_args(argv)
