@@ -59,11 +59,26 @@ class OverlayOptions:
     userxattr: bool = False
     volatile: bool = False
     extra: tuple[str, ...] = ()
-    """Further kernel options passed through verbatim (e.g. ``xino=off``)."""
+    """Further kernel options passed through verbatim after `feature_subset` (so they win),
+    e.g. ``xino=off``."""
 
     @property
     def read_only(self) -> bool:
         return self.upperdir is None
+
+
+FEATURE_SUBSET: Final = ("redirect_dir=off", "index=off", "metacopy=off")
+"""SPEC §3: the feature subset both backends honour, stated explicitly so that a kernel
+built with other defaults behaves the same (dir renames of lower dirs give EXDEV, copy-up
+of one hardlink name breaks the link, data is always copied up)."""
+FEATURE_SUBSET_USERXATTR: Final = ("index=off", "metacopy=off")
+"""With ``userxattr`` the kernel forces ``redirect_dir=nofollow`` and refuses an explicit
+``redirect_dir=off`` when ``redirect_always_follow`` is set, so it is left out."""
+
+
+def feature_subset(userxattr: bool) -> tuple[str, ...]:
+    """The options pinning SPEC §3's feature subset for a mount mode."""
+    return FEATURE_SUBSET_USERXATTR if userxattr else FEATURE_SUBSET
 
 
 _FORBIDDEN_EXTRA: Final = ("lowerdir", "upperdir", "workdir", "datadir", "userxattr", "volatile")
@@ -125,7 +140,7 @@ def option_string(opts: OverlayOptions) -> bytes:
         parts.append(b"userxattr")
     if opts.volatile:
         parts.append(b"volatile")
-    parts.extend(e.encode() for e in opts.extra)
+    parts.extend(e.encode() for e in (*feature_subset(opts.userxattr), *opts.extra))
     return b",".join(parts)
 
 
@@ -154,7 +169,7 @@ def fsconfig_steps(opts: OverlayOptions) -> list[tuple[str, bytes | None]]:
         steps.append(("userxattr", None))
     if opts.volatile:
         steps.append(("volatile", None))
-    for e in opts.extra:
+    for e in (*feature_subset(opts.userxattr), *opts.extra):
         key, eq, value = e.partition("=")
         steps.append((key, value.encode() if eq else None))
     return steps

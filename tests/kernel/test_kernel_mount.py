@@ -199,3 +199,20 @@ def test_busy_unmount_detaches_lazily(dirs: dict[str, Path],
 def test_unmount_of_a_non_mount_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(MountError, match=r"unmount .*: Invalid argument"):
         unmount(str(tmp_path))
+
+
+@pytest.mark.parametrize("userxattr", [False, True])
+def test_feature_subset_lower_dir_rename_is_exdev(dirs: dict[str, Path], userxattr: bool) -> None:
+    """SPEC §3: redirect_dir=off — renaming a dir with lower parts fails with EXDEV."""
+    (dirs["l2"] / "ldir").mkdir()
+    with cowfs.mount([dirs["l1"], dirs["l2"]], dirs["upper"], dirs["work"], backend="kernel",
+                     userxattr=userxattr, run_dir=str(dirs["work"].parent / "run")) as m:
+        merged = Path(m.mergeddir)
+        with pytest.raises(OSError) as exc:
+            os.rename(merged / "ldir", merged / "moved")
+        assert exc.value.errno == errno.EXDEV
+        (merged / "updir").mkdir()
+        os.rename(merged / "updir", merged / "moved")  # upper-only dirs rename freely
+        with open("/proc/self/mountinfo") as f:
+            line = next(ln for ln in f if f" {m.mergeddir} " in ln)
+        assert "redirect_dir=" not in line or "redirect_dir=nofollow" in line

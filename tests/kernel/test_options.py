@@ -26,19 +26,21 @@ def test_option_string_order_and_flags() -> None:
     o = make_options(["/top", "/bottom"], "/u", "/w", userxattr=True, volatile=True,
                      extra=["xino=off"])
     assert option_string(o) == (
-        b"lowerdir=/top:/bottom,upperdir=/u,workdir=/w,userxattr,volatile,xino=off")
+        b"lowerdir=/top:/bottom,upperdir=/u,workdir=/w,userxattr,volatile,index=off,"
+        b"metacopy=off,xino=off")
     assert not o.read_only
 
 
 def test_option_string_escapes_every_path() -> None:
     o = make_options(["/l:1", "/l,2"], "/u\\x", "/w:y")
-    assert option_string(o) == b"lowerdir=/l\\:1:/l\\,2,upperdir=/u\\\\x,workdir=/w\\:y"
+    assert option_string(o) == (b"lowerdir=/l\\:1:/l\\,2,upperdir=/u\\\\x,workdir=/w\\:y,"
+                                b"redirect_dir=off,index=off,metacopy=off")
 
 
 def test_read_only_has_no_upper() -> None:
     o = make_options(["/a", "/b"])
     assert o.read_only
-    assert option_string(o) == b"lowerdir=/a:/b"
+    assert option_string(o) == b"lowerdir=/a:/b,redirect_dir=off,index=off,metacopy=off"
 
 
 def test_page_size_check_boundary() -> None:
@@ -59,7 +61,8 @@ def test_fsconfig_steps_raw_lowers_escaped_upper() -> None:
     o = make_options(["/a:b", "/c"], "/u:1", "/w", userxattr=True, extra=["xino=off"])
     assert fsconfig_steps(o) == [
         ("lowerdir+", b"/a:b"), ("lowerdir+", b"/c"), ("upperdir", b"/u\\:1"),
-        ("workdir", b"/w"), ("userxattr", None), ("xino", b"off"),
+        ("workdir", b"/w"), ("userxattr", None), ("index", b"off"), ("metacopy", b"off"),
+        ("xino", b"off"),
     ]
 
 
