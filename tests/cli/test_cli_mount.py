@@ -119,3 +119,22 @@ def test_misuse(tmp_path: Path, args: list[str], code: int, message: str) -> Non
     assert r.returncode == code, r.stderr
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1  # one clean line, no traceback
+
+
+@pytest.mark.needs_fuse
+def test_mount_fuse_backend_outlives_the_command(tmp_path: Path, lowers: list[Path]) -> None:
+    root, mnt = tmp_path / "store", tmp_path / "mnt"
+    mnt.mkdir()
+    r = cowfs_cli(root, "mount", "--backend", "fuse", "--lower", str(lowers[0]), "--lower",
+                  str(lowers[1]), "--upper", str(tmp_path / "u"), "--work",
+                  str(tmp_path / "w"), str(mnt))
+    assert r.returncode == 0, r.stderr
+    try:
+        assert r.stdout.strip() == f"{mnt} (fuse)"
+        assert (mnt / "a").read_text() == "top"
+        (rec,) = json.loads(cowfs_cli(root, "mounts", "--json").stdout)
+        assert rec["backend"] == "fuse" and rec["mergeddir"] == str(mnt)
+    finally:
+        u = cowfs_cli(root, "umount", str(mnt))
+    assert u.returncode == 0, u.stderr
+    assert str(mnt) not in _mounted()
