@@ -21,9 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .. import format as fmt
+from .. import driver, format as fmt
 from .._sys import ns
-from ..errors import Conflict, NotFound, RunError, UsageError
+from ..errors import Conflict, CowfsError, NotFound, RunError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -305,34 +305,24 @@ def mount_rootfs(c: Container) -> str:
         # Left over from a crash (or another supervisor): start from a clean mount.
         unmount_rootfs(c)
     backend = str(c.config.get("Backend") or "auto")
-    lowers = c.lowerdirs
+    run_dir = os.path.join(c.root, fmt.RUN_DIR)
     try:
-        from .. import driver
-        mount_fn = getattr(driver, "mount", None)
-    except ImportError:  # pragma: no cover
-        mount_fn = None
-    if mount_fn is not None:
-        m = mount_fn(lowers, upper=c.upper, work=c.work, target=c.merged, backend=backend)
-        return str(getattr(m, "backend", backend))
-    if backend == "fuse":
-        raise RunError("mount rootfs: the FUSE backend is not available (no cowfs.driver)")
-    opts = "lowerdir={},upperdir={},workdir={}".format(
-        ":".join(lo.replace(":", "\\:") for lo in lowers), c.upper, c.work)
-    try:
-        ns.mount("overlay", c.merged, "overlay", 0, opts)
-    except OSError as exc:
-        raise RunError(f"mount rootfs of {c.name}: {exc.strerror}") from None
-    return "kernel"
+        m = driver.mount(c.lowerdirs, upper=c.upper, work=c.work, target=c.merged,
+                         backend=backend, run_dir=run_dir,
+                         dialect=driver.read_store_dialect(c.root))
+    except CowfsError as exc:
+        raise RunError(f"mount rootfs of {c.name}: {exc}") from None
+    log.info("rootfs of %s mounted with the %s backend", c.name, m.backend)
+    return m.backend
 
 
 def unmount_rootfs(c: Container) -> None:
-    """Unmount the merged view if mounted (lazily if busy); idempotent."""
-    for _ in range(3):
-        if not is_mountpoint(c.merged):
-            return
-        try:
-            ns.umount(c.merged)
-        except OSError as exc:
-            log.debug("umount %s: %s; detaching", c.merged, exc.strerror)
-            with contextlib.suppress(OSError):
-                ns.umount(c.merged, ns.MNT_DETACH)
+    """Unmount the merged view if mounted (detached if busy); idempotent."""
+    if not is_mountpoint(c.merged):
+        return
+    try:
+        driver.unmount_path(c.merged, os.path.join(c.root, fmt.RUN_DIR))
+    except (CowfsError, OSError) as exc:
+        log.warning("unmount rootfs of %s: %s; detaching it", c.name, exc)
+        with contextlib.suppress(OSError):
+            ns.umount(c.merged, ns.MNT_DETACH)
