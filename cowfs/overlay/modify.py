@@ -166,7 +166,8 @@ class Overlay(OverlayCore):
         if not self._can_move(src) or (exchange and dst is not None
                                        and not self._can_move(dst)):
             raise OSError(errno.EXDEV, "directory has lower layers (redirect_dir=off)")
-        if dst is not None and dst.is_dir and not exchange and self.has_visible_children(dst):
+        if (dst is not None and dst.is_dir and not exchange and not self._can_move(dst)
+                and self.has_visible_children(dst)):
             raise OSError(errno.ENOTEMPTY, "directory not empty", new_name)
         self.ensure_upper_dir(p)
         self.ensure_upper_dir(np)
@@ -178,23 +179,23 @@ class Overlay(OverlayCore):
                 self.copy_up(dst)
         src_wh = not exchange and self.lower_has(p, name)
         with self._udir(p) as udfd, self._udir(np) as nudfd:
+            # kernel: a dir moved into a merge dir is made opaque first (a lower dir of
+            # that name may show up there), even if the rename then fails; EXCHANGE both ways.
+            if src.is_dir and len(np.where) > 1 and not dir_marks(udfd, name).opaque:
+                set_opaque(udfd, name, self.userxattr)
+            if (exchange and dst is not None and dst.is_dir and len(p.where) > 1
+                    and not dir_marks(nudfd, new_name).opaque):
+                set_opaque(nudfd, new_name, self.userxattr)
             if exchange:
                 renameat2(udfd, name, nudfd, new_name, RENAME_EXCHANGE)
             else:
-                if dst is not None and dst.is_dir and self._has_upper(dst):
+                if dst is not None and dst.is_dir and self._has_upper(dst) and len(dst.where) > 1:
                     self._clear_upper_dir(nudfd, new_name)
                 if src_wh:
                     whiteout_rename(udfd, name, nudfd, new_name, tmp_dfd=self.work_fd,
                                     tmp_name=self._tmpname())
                 else:
                     renameat2(udfd, name, nudfd, new_name)
-            # kernel: a dir moved into a merge dir is made opaque (a lower dir of that
-            # name may show up there); with EXCHANGE both ways.
-            if src.is_dir and len(np.where) > 1 and not dir_marks(nudfd, new_name).opaque:
-                set_opaque(nudfd, new_name, self.userxattr)
-            if (exchange and dst is not None and dst.is_dir and len(p.where) > 1
-                    and not dir_marks(udfd, name).opaque):
-                set_opaque(udfd, name, self.userxattr)
         if exchange and dst is not None:
             p.children.pop(name, None)
             np.children.pop(new_name, None)

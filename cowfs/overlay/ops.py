@@ -234,7 +234,6 @@ class OverlayCore(OverlayView):
         with self._udir(parent) as udfd:
             ust = lstat_at(udfd, name)
             over_wh = ust is not None and is_whiteout_entry(udfd, name, ust, True)
-            merge_parent = len(parent.where) > 1
             wfd = self.work_fd
 
             def finish(tmp: bytes) -> None:
@@ -246,8 +245,8 @@ class OverlayCore(OverlayView):
                         raise
                 if not is_link:
                     os.chmod(path, perm)
-                if is_dir and (over_wh or merge_parent):
-                    # kernel: over a whiteout, and (as an optimisation) in a merge dir
+                if is_dir and over_wh:
+                    # kernel: a dir made over a whiteout hides what the whiteout hid
                     set_opaque(wfd, tmp, self.userxattr)
 
             self._prepared(make, udfd, name, finish)
