@@ -25,7 +25,14 @@ from types import TracebackType
 from typing import Any, Final, Protocol, final
 
 from . import format as fmt
-from .errors import BackendUnavailable, MountError, NotFound, StoreError, UsageError
+from .errors import (
+    BackendUnavailable,
+    Conflict,
+    MountError,
+    NotFound,
+    StoreError,
+    UsageError,
+)
 from .format import WhiteoutDialect
 from .kernel import mount as kmount, probe
 from .kernel.options import escape_path, make_options
@@ -255,6 +262,8 @@ def mount(
     mergeddir = os.path.realpath(
         tempfile.mkdtemp(prefix="cowfs-merged-") if target is None
         else _existing_dir("target", target))
+    if register and not temp_target:
+        _refuse_double_mount(rdir, mergeddir)
     try:
         chosen, method, ux = _do_mount(backend, lowerdirs, upperdir, workdir, mergeddir, rdir,
                                        dialect, userxattr, volatile, kernel_options,
@@ -487,6 +496,15 @@ def _register(run_dir: str, record: MountRecord) -> None:
         raise
 
 
+def _refuse_double_mount(run_dir: str, mergeddir: str) -> None:
+    # One stat on the fast path; mountinfo is read only when a record exists.
+    if not os.path.exists(os.path.join(run_dir, MOUNTS_DIR, _mount_id(mergeddir) + ".json")):
+        return
+    if any(r.mergeddir == mergeddir and r.live is not False for r in list_mounts(run_dir)):
+        raise Conflict(f"mount {mergeddir}: cowfs already has a mount there "
+                       "(see 'cowfs mounts'; unmount it first)")
+
+
 def _unregister(run_dir: str, mount_id: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(run_dir, MOUNTS_DIR, mount_id + ".json"))
@@ -547,7 +565,7 @@ def unmount_path(target: str, run_dir: str | None = None) -> MountRecord | None:
     fstype = mountinfo().get(path)
     rec = next((r for r in list_mounts(rdir, prune=False) if r.mergeddir == path), None)
     if fstype is None:
-        if rec is not None:
+        if rec is not None and rec.mnt_ns == _mnt_ns():
             _unregister(rdir, rec.id)
         raise NotFound(f"unmount {path}: nothing is mounted there")
     if rec is not None:

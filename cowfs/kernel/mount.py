@@ -18,9 +18,11 @@ from .._sys import mountapi
 from ..errors import BackendUnavailable, MountError, UsageError
 from .options import (
     FSCONFIG_STRING_MAX,
+    PAGE_SIZE,
     Method,
     OverlayOptions,
     choose_method,
+    fits_one_page,
     fsconfig_steps,
     option_string,
 )
@@ -67,6 +69,11 @@ def mount_overlay(
     chosen = method or choose_method(opts)
     if chosen is Method.LEGACY:
         data = option_string(opts)
+        if not fits_one_page(data):
+            # mount(2) would silently cut the string at one page.
+            raise MountError(
+                f"mount overlay at {os.fsdecode(tgt)}: the option string of {len(data)} bytes "
+                f"does not fit one page ({PAGE_SIZE} bytes) for mount(2); use the new mount API")
         try:
             _sys.mount(OVERLAY, tgt, OVERLAY, 0, data)
         except OSError as exc:

@@ -11,7 +11,7 @@ import pytest
 
 import cowfs
 from cowfs import driver
-from cowfs.errors import BackendUnavailable, NotFound, StoreError, UsageError
+from cowfs.errors import BackendUnavailable, Conflict, NotFound, StoreError, UsageError
 from cowfs.format import WhiteoutDialect
 from cowfs.kernel import probe
 
@@ -230,3 +230,28 @@ def test_mount_image_honours_the_store_dialect(tmp_path: Path) -> None:
     with driver.mount_image(open_store(str(root)), "wh:1", backend="kernel") as m:
         assert os.listdir(m.mergeddir) == ["f"]
         assert driver.list_mounts(store.run_dir)[0].mergeddir == m.mergeddir
+
+
+def test_second_mount_on_a_cowfs_mount_is_refused(layers: list[Path], tmp_path: Path,
+                                                  run_dir: str) -> None:
+    target = tmp_path / "t"
+    target.mkdir()
+    with cowfs.mount(layers, target=target, run_dir=run_dir):
+        with pytest.raises(Conflict, match="cowfs already has a mount there"):
+            cowfs.mount(layers, target=target, run_dir=run_dir)
+        assert len(driver.list_mounts(run_dir)) == 1
+    # once unmounted, the target is free again
+    with cowfs.mount(layers, target=target, run_dir=run_dir) as m:
+        assert m.mounted
+
+
+def test_probe_in_an_unusable_run_dir_says_why(tmp_path: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("")
+    bad = str(tmp_path / "file" / "run")
+    probe.forget()
+    with caplog.at_level(logging.WARNING, logger="cowfs.kernel.probe"):
+        result = probe.probe(probe.OVERLAY, bad)
+    assert not result.ok and "cannot make a scratch dir" in result.reason
+    assert "cannot cache probe overlay" in caplog.text
+    probe.forget()

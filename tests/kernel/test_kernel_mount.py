@@ -216,3 +216,18 @@ def test_feature_subset_lower_dir_rename_is_exdev(dirs: dict[str, Path], userxat
         with open("/proc/self/mountinfo") as f:
             line = next(ln for ln in f if f" {m.mergeddir} " in ln)
         assert "redirect_dir=" not in line or "redirect_dir=nofollow" in line
+
+
+def test_legacy_refuses_more_than_one_page(tmp_path: Path) -> None:
+    layers = []
+    for i in range(120):
+        d = tmp_path / f"a-rather-long-layer-directory-name-{i:04d}"
+        d.mkdir()
+        layers.append(str(d))
+    merged = tmp_path / "m"
+    merged.mkdir()
+    opts = make_options(layers)
+    with pytest.raises(MountError, match=r"does not fit one page \(4096 bytes\) for mount\(2\)"):
+        mount_overlay(opts, str(merged), method=Method.LEGACY)
+    assert mount_overlay(opts, str(merged)) is Method.FSCONFIG
+    unmount(str(merged))
