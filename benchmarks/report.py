@@ -121,7 +121,8 @@ def markdown(doc: dict[str, Any]) -> str:
         f"- machine: {m['cpu']}, {m['cpus']} CPUs, {m['memory_bytes'] / 2**30:.1f} GiB, "
         f"{m['os']}, kernel {m['kernel']}",
         f"- load average (1/5/15 min) before: {_load(meta['load_before'])}, "
-        f"after: {_load(meta['load_after'])}",
+        f"after: {_load(meta['load_after'])}; 1-min load at the samples: "
+        f"{_spread([s.get('load1', 0.0) for s in doc['samples']])}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
         f"- backing: {meta['backing']}; rounds: {meta['rounds']} (interleaved, rotating order);"
         f" fio runtime {meta['fio_runtime']} s",
@@ -179,6 +180,12 @@ def markdown(doc: dict[str, Any]) -> str:
     for name, sec in doc.get("sections", {}).items():
         lines += [f"## Section: {name}", "", *_section(sec), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _spread(xs: list[float]) -> str:
+    if not xs:
+        return "-"
+    return f"median {statistics.median(xs):.2f}, max {max(xs):.2f}"
 
 
 def _load(la: list[float]) -> str:

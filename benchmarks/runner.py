@@ -171,7 +171,8 @@ class Runner:
     def sample(self, impl: Impl, w: Workload, rnd: int) -> dict[str, Any]:
         upper, work, mnt, base = self._dirs(impl)
         ctx = Ctx(self.fx, impl, mnt, upper, work, self.opts.fio_runtime)
-        rec: dict[str, Any] = {"round": rnd, "workload": w.name, "impl": impl.name}
+        rec: dict[str, Any] = {"round": rnd, "workload": w.name, "impl": impl.name,
+                               "load1": os.getloadavg()[0]}
         dog = threading.Timer(SAMPLE_TIMEOUT, impl.kill, [mnt])
         dog.daemon = True
         try:
