@@ -18,7 +18,6 @@ Locking:
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import logging
 import os
@@ -34,8 +33,10 @@ from .. import format as fmt
 from .._sys.syncfs import syncfs
 from ..errors import BadImage, Conflict, DigestMismatch, NotFound, StoreError, UsageError
 from .cas import BlobStore, chain_ids, check_digest, digest_hex, fsync_dir, sha256_bytes
+from .compress import open_decompressed
 from .lock import FileLock, is_locked
 from .refs import RefIndex, normalize_ref, write_json_atomic
+from .unpack import unpack_layer
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +99,6 @@ class Image:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def _unpack_module() -> Any:
-    """The extractor (CONTRACTS §2), imported lazily so the store loads without it."""
-    return importlib.import_module("cowfs.store.unpack")
 
 
 def rmtree(path: str) -> None:
@@ -274,10 +270,9 @@ class Store:
         try:
             diff = os.path.join(stage, fmt.LAYER_DIFF)
             os.mkdir(diff, 0o755)
-            unpack = _unpack_module()
             rootless = self.dialect is fmt.WhiteoutDialect.CHARDEV_USERXATTR
             with blob_opener() as src:
-                res = unpack.unpack_layer(src, diff, rootless=rootless, progress=progress)
+                res = unpack_layer(src, diff, rootless=rootless, progress=progress)
             if want is not None and res.diff_id != want:
                 raise DigestMismatch(f"verify layer {digest or want}: uncompressed content "
                                      f"hashes to {res.diff_id}, config says {want}")
@@ -335,10 +330,9 @@ class Store:
         """Check that a stored blob decompresses to ``diff_id`` (nothing is written)."""
         import hashlib
 
-        unpack = _unpack_module()
         h = hashlib.sha256()
         with self.blobs.open(digest) as raw:
-            stream, _mt = unpack.open_decompressed(raw)
+            stream, _mt = open_decompressed(raw)
             while chunk := stream.read(1 << 20):
                 h.update(chunk)
         got = "sha256:" + h.hexdigest()

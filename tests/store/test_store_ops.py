@@ -9,9 +9,18 @@ from pathlib import Path
 
 import pytest
 from helpers.layers import LayerTar
-from store_helpers import Img, base_layer, docker_archive, du, oci_files, sha, write_dir
+from store_helpers import (
+    Img,
+    base_layer,
+    docker_archive,
+    du,
+    oci_files,
+    sha,
+    write_dir,
+    write_tar,
+)
 
-from cowfs.errors import Conflict, NotFound, UsageError
+from cowfs.errors import Conflict, DigestMismatch, NotFound, UsageError
 from cowfs.store import Store, normalize_ref, open_store
 from cowfs.store.export import export_image
 from cowfs.store.lock import FileLock
@@ -173,3 +182,29 @@ def test_export_reimport_identical(tmp_path: Path, form: str, src_kind: str) -> 
     assert s2.fsck() == [] and s1.fsck() == []
     with pytest.raises(Conflict, match="exists"):
         export_image(s1, "round:trip", form, str(out))
+
+
+def test_known_diff_id_new_compression_is_verified(store: Store, tmp_path: Path) -> None:
+    base = base_layer()
+    store.import_path(str(docker_archive(tmp_path / "g.tar", [Img([(base, "gzip")],
+                                                                  tags=["g"])])))
+    z = Img([(base, "zstd")], tags=["z"], env=["Z=1"])
+    [got] = store.import_path(str(docker_archive(tmp_path / "z.tar", [z])))
+    assert got.layer_digests == (sha(base.compressed("zstd")),)
+    layer = store.get_layer(base.diff_id())
+    assert set(layer.digests) == {sha(base.compressed("gzip")), sha(base.compressed("zstd"))}
+    assert len(store.layers()) == 1
+    # a blob claiming a stored DiffID without producing it is refused, nothing recorded
+    liar = Img([(LayerTar().file("etc/shadow", b"evil"), "gzip")], tags=["liar"])
+    cfg = json.loads(liar.config())
+    cfg["rootfs"]["diff_ids"] = [base.diff_id()]
+    cfg["config"]["Env"] = ["LIAR=1"]  # not the config of an image already stored
+    files = {"manifest.json": json.dumps([{"Config": "c.json", "RepoTags": ["liar"],
+                                           "Layers": ["l.tar"]}]).encode(),
+             "c.json": json.dumps(cfg).encode(), "l.tar": liar.blobs()[0]}
+    with pytest.raises(DigestMismatch, match="config says"):
+        store.import_path(str(write_tar(tmp_path / "liar.tar", files)))
+    with pytest.raises(NotFound):
+        store.get_image("liar")
+    assert sha(liar.blobs()[0]) not in store.blobs.digests()
+    assert store.fsck() == []
