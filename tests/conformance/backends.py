@@ -375,3 +375,7 @@ BACKENDS: dict[str, Backend] = {
 from conformance.fuse_backend import FUSE_BACKEND  # noqa: E402 - needs MountedFS above
 
 BACKENDS["fuse"] = FUSE_BACKEND
+
+from conformance.cowfs_kernel_backend import COWFS_KERNEL_BACKEND  # noqa: E402 - same reason
+
+BACKENDS["cowfs-kernel"] = COWFS_KERNEL_BACKEND

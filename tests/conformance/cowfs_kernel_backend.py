@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import cowfs
-from conformance.backends import BACKENDS, Backend, MountedFS
+from conformance.backends import Backend, MountedFS
 
 
 class CowfsKernelFS(MountedFS):
@@ -30,4 +30,3 @@ class CowfsKernelFS(MountedFS):
 COWFS_KERNEL_BACKEND = Backend("cowfs-kernel", CowfsKernelFS,
                                (pytest.mark.needs_root, pytest.mark.needs_overlay),
                                reads_dialects=False)
-BACKENDS.setdefault("cowfs-kernel", COWFS_KERNEL_BACKEND)
