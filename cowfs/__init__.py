@@ -32,3 +32,7 @@ def __getattr__(name: str) -> object:
     if module is None:
         raise AttributeError(f"module 'cowfs' has no attribute {name!r}")
     return getattr(importlib.import_module(f".{module}", __name__), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
