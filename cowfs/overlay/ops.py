@@ -184,6 +184,14 @@ class OverlayCore(OverlayView):
             new = os.stat(name, dir_fd=udfd, follow_symlinks=False)
         inode.where = (0,) + (inode.where if inode.is_dir else ())
         inode.real = (new.st_dev, new.st_ino)
+        if not inode.is_dir and len(inode.aliases) > 1:
+            # Other names of a lower hardlink keep the lower file (no index, as the
+            # kernel): they stop being this inode and get their own at the next lookup.
+            keep = inode.aliases[-1]
+            for p, n in inode.aliases[:-1]:
+                if p.children.get(n) is inode:
+                    del p.children[n]
+            inode.aliases[:] = [keep]
         log.debug("overlay: copied up %r", path)
 
     # --- open / create ---------------------------------------------------------------
