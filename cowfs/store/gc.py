@@ -13,6 +13,7 @@ import logging
 import os
 
 from .. import format as fmt
+from .lock import FileLock
 from .store import Store, rmtree
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def collect(store: Store, *, blocking: bool = True) -> list[str]:
             # Rename out of layers/ first: the layer vanishes atomically, then is deleted.
             grave = os.path.join(store.tmp_dir, f"gc-{name}")
             os.rename(os.path.join(store.layers_dir, name), grave)
-            rmtree(grave)
+            with FileLock(grave):  # live staging, not debris, for a concurrent open
+                rmtree(grave)
             removed.append(diff_id)
         for digest in store.blobs.digests():
             if digest not in blobs:

@@ -18,6 +18,7 @@ Locking:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -39,6 +40,9 @@ from .refs import RefIndex, normalize_ref, write_json_atomic
 from .unpack import unpack_layer
 
 log = logging.getLogger(__name__)
+
+OWN_TMP_PREFIXES = ("blob-", "layer-", "json-", "gc-", "stage-")
+FOREIGN_STALE_AFTER = 3600.0
 
 
 @dataclass(frozen=True)
@@ -184,13 +188,42 @@ class Store:
         return meta
 
     def stale_tmp(self) -> list[str]:
-        """Entries of tmp/ whose writer is gone (nobody holds their flock)."""
+        """Entries of tmp/ whose writer is gone (nobody holds their flock).
+
+        Entries the store itself names (``blob-``, ``layer-``, ``json-``, ``gc-``,
+        ``stage-``) are always flocked while live. Other parts' entries that are not
+        flocked count as stale only after `FOREIGN_STALE_AFTER` seconds untouched.
+        """
         out = []
+        now = time.time()
         for name in sorted(os.listdir(self.tmp_dir)):
             path = os.path.join(self.tmp_dir, name)
+            if not name.startswith(OWN_TMP_PREFIXES):
+                try:
+                    if now - os.lstat(path).st_mtime < FOREIGN_STALE_AFTER:
+                        continue
+                except FileNotFoundError:
+                    continue
             if not is_locked(path):
                 out.append(path)
         return out
+
+    @contextlib.contextmanager
+    def staging_file(self, prefix: str = "stage-") -> Iterator[tuple[str, BinaryIO]]:
+        """A flocked temp file in tmp/ (same fs as the store), removed on exit.
+
+        Use it for anything staged in tmp/ so a concurrent `open_store` never mistakes
+        it for debris.
+        """
+        fd, path = tempfile.mkstemp(prefix=prefix, dir=self.tmp_dir)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            with os.fdopen(os.dup(fd), "w+b") as f:
+                yield path, f
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            os.close(fd)
 
     def clean_tmp(self) -> list[str]:
         """Remove stale staging entries (call with the store lock held)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -149,13 +150,24 @@ def test_tmp_cleaned_at_open_except_live_entries(tmp_path: Path) -> None:
     os.chmod(stale / "diff" / "ro", 0o500)
     live = Path(store.tmp_dir, "layer-live")
     live.mkdir()
+    young = Path(store.tmp_dir, "commit-young")  # another part's unlocked temp file
+    young.write_bytes(b"x")
+    old = Path(store.tmp_dir, "commit-old")
+    old.write_bytes(b"x")
+    os.utime(old, (time.time() - 7200,) * 2)
     with FileLock(str(live)):
         again = open_store(store.root)
-        assert not stale.exists()
-        assert live.exists()
+        assert not stale.exists() and not old.exists()
+        assert live.exists() and young.exists()
+        with again.staging_file() as (path, f):
+            f.write(b"staged")
+            assert open_store(store.root).fsck() == []
+            assert os.path.exists(path)
+        assert not os.path.exists(path)
         assert again.fsck() == []
     assert open_store(store.root).fsck() == []
     assert not live.exists()
+    young.unlink()
 
 
 @pytest.mark.parametrize("form", ["docker-archive", "oci", "oci-archive"])
