@@ -109,15 +109,17 @@ class InodeTable:
         if is_dir:
             self._parents[ino] = parent
 
-    def forget(self, ino: int, n: int) -> None:
+    def forget(self, ino: int, n: int) -> bool:
+        """Drop ``n`` lookups; True when the kernel no longer knows ``ino``."""
         left = self._counts.get(ino, 0) - n
         if left > 0:
             self._counts[ino] = left
-            return
+            return False
         if left < 0:
             log.warning("forget(%d, %d): more than the %d lookups known", ino, n, left + n)
         self._counts.pop(ino, None)
         self._parents.pop(ino, None)
+        return True
 
     def parent(self, ino: int) -> int:
         """Parent of a directory last seen by lookup (the root for unknown ones)."""

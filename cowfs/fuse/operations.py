@@ -80,6 +80,10 @@ class Operations(pyfuse3.Operations):
         self.opts = opts
         self.inodes = InodeTable()
         self.handles = HandleTable()
+        # ino -> xattr names known to be absent. The kernel asks for security.capability
+        # before every write(2) (file_remove_privs) and FUSE never caches the answer; every
+        # xattr change goes through this mount, so a miss stays a miss until set/remove.
+        self._no_xattr: dict[int, set[bytes]] = {}
         self.timeout = opts.timeout
         # Writeback lets the kernel batch small writes; only meaningful with an upper.
         self.enable_writeback_cache = opts.writeback and not opts.read_only
@@ -161,7 +165,8 @@ class Operations(pyfuse3.Operations):
         for ino, n in inode_list:
             try:
                 self.ov.forget(ino, n)
-                self.inodes.forget(ino, n)
+                if self.inodes.forget(ino, n):
+                    self._no_xattr.pop(ino, None)
             except Exception:
                 log.exception("forget(%d, %d) failed", ino, n)
 
@@ -318,11 +323,23 @@ class Operations(pyfuse3.Operations):
     # --- xattrs and fs -----------------------------------------------------------
     @_handler
     def getxattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> bytes:
-        return self.ov.getxattr(inode, name)
+        absent = self._no_xattr.get(inode)
+        if absent is not None and name in absent:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        try:
+            return self.ov.getxattr(inode, name)
+        except OSError as exc:
+            if exc.errno == errno.ENODATA:
+                if absent is None:
+                    absent = self._no_xattr[inode] = set()
+                if len(absent) < 16:
+                    absent.add(name)
+            raise
 
     @_handler
     def setxattr(self, inode: int, name: bytes, value: bytes,
                  ctx: pyfuse3.RequestContext) -> None:
+        self._no_xattr.pop(inode, None)
         # pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE (a documented caveat).
         self.ov.setxattr(inode, name, value)
 
@@ -332,6 +349,7 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self._no_xattr.pop(inode, None)
         self.ov.removexattr(inode, name)
 
     @_handler

@@ -129,10 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``cowfs-overlay`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in ("--version", "-V"):
-        import pyfuse3
+        from importlib.metadata import version
 
         print(f"{PROG}: version {__version__}")
-        print(f"pyfuse3 version {pyfuse3.__version__}")
+        print(f"pyfuse3 version {version('pyfuse3')}")
         return 0
     if args and args[0] in ("-h", "--help"):
         sys.stdout.write(USAGE)

@@ -1,0 +1,146 @@
+"""What the FUSE adapter itself must get right on a real mount (the core has its own suite).
+
+File handles outlive copy-up, inode numbers stay put, kernel-internal open flags are not
+passed on, the writeback cache keeps O_APPEND right, the xattr miss cache is invalidated,
+and the daemon holds no fd per inode however much of the tree the kernel has seen.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers.mounting import make_dirs, overlay_mount
+
+pytestmark = pytest.mark.needs_fuse
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    low, up, work, mnt = make_dirs(tmp_path, "lower", "upper", "work", "merged")
+    (low / "file").write_bytes(b"lower data\n")
+    (low / "tool").write_text("#!/bin/sh\necho tool ran\n")
+    (low / "tool").chmod(0o755)
+    (low / "tree").mkdir()
+    for i in range(40):
+        (low / "tree" / f"d{i}").mkdir()
+        for j in range(50):
+            (low / "tree" / f"d{i}" / f"f{j}").write_bytes(b"%d/%d" % (i, j))
+    return low, up, work, mnt
+
+
+def test_fd_opened_before_copy_up_stays_valid(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        before = os.lstat(mnt / "file")
+        with open(mnt / "file", "rb") as ro:
+            assert ro.read(5) == b"lower"
+            with open(mnt / "file", "r+b") as rw:  # copy-up happens here
+                rw.write(b"UPPER")
+            assert ro.read() == b" data\n"  # the old handle still reads (the lower file)
+        after = os.lstat(mnt / "file")
+        assert after.st_ino == before.st_ino  # stable across copy-up
+        assert (mnt / "file").read_bytes() == b"UPPER data\n"
+    assert (up / "file").read_bytes() == b"UPPER data\n"
+    assert (low / "file").read_bytes() == b"lower data\n"
+
+
+def test_exec_from_the_mount(stack: tuple[Path, ...]) -> None:
+    # execve opens with the kernel-internal __FMODE_EXEC bit, which openat2 rejects.
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        r = subprocess.run([str(mnt / "tool")], capture_output=True, text=True, check=True)
+        assert r.stdout == "tool ran\n"
+
+
+def test_append_with_writeback_cache(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        for chunk in (b"one\n", b"two\n"):
+            fd = os.open(mnt / "file", os.O_WRONLY | os.O_APPEND)
+            try:
+                os.pwrite(fd, b"", 0)
+                os.write(fd, chunk)
+            finally:
+                os.close(fd)
+        fd = os.open(mnt / "new", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o200)
+        os.write(fd, b"a")
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, b"b")
+        os.close(fd)
+        assert (mnt / "file").read_bytes() == b"lower data\none\ntwo\n"
+        assert (mnt / "new").read_bytes() == b"ab"
+        assert stat.S_IMODE(os.lstat(mnt / "new").st_mode) == 0o200
+    assert (up / "new").read_bytes() == b"ab"
+
+
+def test_mmap_shared_write_is_visible(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        fd = os.open(mnt / "file", os.O_RDWR)
+        try:
+            with mmap.mmap(fd, 0, mmap.MAP_SHARED) as m:
+                m[0:5] = b"MMAP!"
+                m.flush()
+        finally:
+            os.close(fd)
+        assert (mnt / "file").read_bytes() == b"MMAP! data\n"
+    assert (up / "file").read_bytes() == b"MMAP! data\n"
+
+
+def test_xattr_miss_cache_is_invalidated(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        p = mnt / "file"
+        for _ in range(2):
+            with pytest.raises(OSError) as exc:
+                os.getxattr(p, "user.k")
+            assert exc.value.errno == errno.ENODATA
+        os.setxattr(p, "user.k", b"v")
+        assert os.getxattr(p, "user.k") == b"v"
+        os.removexattr(p, "user.k")
+        with pytest.raises(OSError) as exc:
+            os.getxattr(p, "user.k")
+        assert exc.value.errno == errno.ENODATA
+        os.setxattr(p, "user.k", b"w")
+        assert os.getxattr(p, "user.k") == b"w"
+        assert "user.k" in os.listxattr(p)
+
+
+def test_no_fd_per_inode_and_forget_after_walks(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work) as m:
+        for _ in range(2):
+            n = sum(len(files) for _d, _s, files in os.walk(mnt))
+            assert n == 2 + 40 * 50
+            Path("/proc/sys/vm/drop_caches").write_text("2\n")  # the kernel forgets
+        fds = os.listdir(f"/proc/{m.pid}/fd")
+        assert len(fds) < 40, f"daemon holds {len(fds)} fds after walking 2000 files"
+        # Names the kernel forgot are looked up again correctly.
+        assert (mnt / "tree" / "d7" / "f9").read_bytes() == b"7/9"
+
+
+def test_hardlink_nlink_and_statfs(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        os.link(mnt / "file", mnt / "alias")
+        a, b = os.lstat(mnt / "file"), os.lstat(mnt / "alias")
+        assert a.st_ino == b.st_ino and a.st_nlink == b.st_nlink == 2
+        os.unlink(mnt / "alias")
+        assert os.lstat(mnt / "file").st_nlink == 1
+        sv = os.statvfs(mnt)
+        assert sv.f_blocks > 0 and sv.f_bsize > 0
+
+
+def test_dot_entries_in_listing(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work):
+        r = subprocess.run(["ls", "-a", str(mnt / "tree" / "d3")], capture_output=True,
+                           text=True, check=True)
+        names = r.stdout.split()
+        assert names[:2] == [".", ".."] and len(names) == 52
