@@ -230,3 +230,43 @@ def test_not_an_image(store: Store, tmp_path: Path) -> None:
     with pytest.raises(BadImage):
         store.import_path(str(empty))
     _nothing_stored(store)
+
+
+def test_archive_links_stay_inside_the_archive(store: Store, tmp_path: Path) -> None:
+    """A layer member that is a symlink/hardlink to a host path is never read from the host."""
+    import io
+    import tarfile
+
+    img = two_layer("none", ["x"])
+    cfg = img.config()
+    for kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+        path = tmp_path / f"links{kind!r}.tar"
+        with tarfile.open(path, "w") as tf:
+            for name, data in {f"{sha(cfg)[7:]}.json": cfg, "l0.tar": img.blobs()[0],
+                               "manifest.json": json.dumps([{
+                                   "Config": f"{sha(cfg)[7:]}.json", "RepoTags": ["x"],
+                                   "Layers": ["l0.tar", "l1.tar"]}]).encode()}.items():
+                ti = tarfile.TarInfo(name)
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+            ti = tarfile.TarInfo("l1.tar")
+            ti.type = kind
+            ti.linkname = "/etc/hostname" if kind == tarfile.SYMTYPE else "../../etc/hostname"
+            tf.addfile(ti)
+        with pytest.raises(BadImage):
+            store.import_path(str(path))
+        _nothing_stored(store)
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("index.json", b"{]", "index.json: not valid JSON"),
+    ("oci-layout", b'{"imageLayoutVersion": "2.0.0"}', "imageLayoutVersion"),
+    ("index.json", b'{"manifests": {}}', "want a JSON list"),
+])
+def test_bad_oci_layout_files(store: Store, tmp_path: Path, name: str, content: bytes,
+                              words: str) -> None:
+    files = oci_files([two_layer("gzip")], ref_names=[["t"]])
+    files[name] = content
+    with pytest.raises(BadImage, match=words):
+        store.import_path(str(write_dir(tmp_path / "lay", files)))
+    _nothing_stored(store)
