@@ -16,11 +16,23 @@ from cowfs import format as fmt
 from cowfs._sys.linux import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from cowfs._sys.openat2 import fd_path, open_beneath
 from cowfs.overlay.copyup import set_times
-from cowfs.overlay.layer import check_name, listdir_fd, removexattr_at, setxattr_at
+from cowfs.overlay.layer import (
+    check_name,
+    listdir_fd,
+    lstat_at,
+    removexattr_at,
+    setxattr_at,
+)
 from cowfs.overlay.node import Inode
 from cowfs.overlay.ops import Caller, OverlayCore
 from cowfs.overlay.view import _rmtree_at
-from cowfs.overlay.whiteout import dir_marks, make_whiteout, set_opaque, whiteout_rename
+from cowfs.overlay.whiteout import (
+    dir_marks,
+    is_whiteout_entry,
+    make_whiteout,
+    set_opaque,
+    whiteout_rename,
+)
 
 __all__ = ["Caller", "Overlay"]
 
@@ -191,7 +203,14 @@ class Overlay(OverlayCore):
             else:
                 if dst is not None and dst.is_dir and self._has_upper(dst) and len(dst.where) > 1:
                     self._clear_upper_dir(nudfd, new_name)
-                if src_wh:
+                tst = lstat_at(nudfd, new_name)
+                if tst is not None and is_whiteout_entry(nudfd, new_name, tst, True):
+                    # Over a whiteout: swap, and the whiteout lands where SRC was, which
+                    # is just what a lower SRC needs (else it is removed).
+                    renameat2(udfd, name, nudfd, new_name, RENAME_EXCHANGE)
+                    if not src_wh:
+                        os.unlink(name, dir_fd=udfd)
+                elif src_wh:
                     whiteout_rename(udfd, name, nudfd, new_name, tmp_dfd=self.work_fd,
                                     tmp_name=self._tmpname())
                 else:
@@ -276,6 +295,7 @@ class Overlay(OverlayCore):
         """Set an xattr (copy-up first); overlay-internal names → EOPNOTSUPP."""
         inode = self.table.get(ino)
         attr = self._xattr_name(name)
+        self._user_xattr_ok(inode, name, errno.EPERM)
         self._need_upper()
         self.copy_up(inode)
         with self._uparent(inode) as (dfd, oname):
@@ -285,6 +305,7 @@ class Overlay(OverlayCore):
         """Remove an xattr (copy-up first; ENODATA if absent)."""
         inode = self.table.get(ino)
         attr = self._xattr_name(name)
+        self._user_xattr_ok(inode, name, errno.EPERM)
         self.getxattr(ino, name)  # ENODATA before any copy-up, as the kernel
         self._need_upper()
         self.copy_up(inode)

@@ -398,9 +398,17 @@ class OverlayView:
             return open_beneath(layer.root_fd, b"", flags | os.O_DIRECTORY)
         return open_beneath(layer.root_fd, b"/".join(path), flags | os.O_NOFOLLOW)
 
+    def _user_xattr_ok(self, inode: Inode, name: bytes, err: int) -> None:
+        """VFS rule: user.* xattrs exist only on regular files and dirs."""
+        if name.startswith(b"user.") and not inode.is_dir:
+            mode = self.raw_stat(inode).st_mode
+            if not stat.S_ISREG(mode):
+                raise OSError(err, "user.* attributes only on files and dirs", name)
+
     def getxattr(self, ino: int, name: bytes) -> bytes:
         inode = self.table.get(ino)
         attr = self._xattr_name(name)
+        self._user_xattr_ok(inode, name, errno.ENODATA)
         val = self._top_xattr(inode, lambda dfd, n: getxattr_at(dfd, n, attr))
         if val is None:
             raise OSError(errno.ENODATA, "no such attribute", name)
