@@ -500,7 +500,7 @@ def _refuse_double_mount(run_dir: str, mergeddir: str) -> None:
     # One stat on the fast path; mountinfo is read only when a record exists.
     if not os.path.exists(os.path.join(run_dir, MOUNTS_DIR, _mount_id(mergeddir) + ".json")):
         return
-    if any(r.mergeddir == mergeddir and r.live is not False for r in list_mounts(run_dir)):
+    if any(r.mergeddir == mergeddir and r.live for r in list_mounts(run_dir)):
         raise Conflict(f"mount {mergeddir}: cowfs already has a mount there "
                        "(see 'cowfs mounts'; unmount it first)")
 
@@ -515,7 +515,8 @@ def list_mounts(run_dir: str | None = None, *, prune: bool = True) -> list[Mount
 
     ``live`` is checked against this mount namespace; entries of this namespace that
     are no longer mounted are dropped (and deleted when ``prune``). Entries made in
-    another mount namespace are listed with ``live=None``.
+    another mount namespace are listed with ``live=None`` while some process is still in
+    that namespace, else dropped likewise.
     """
     reg = os.path.join(run_dir or default_run_dir(), MOUNTS_DIR)
     try:
@@ -534,6 +535,10 @@ def list_mounts(run_dir: str | None = None, *, prune: bool = True) -> list[Mount
             log.warning("mount registry: skipping unreadable %s: %s", path, exc)
             continue
         if rec.mnt_ns != ns:
+            if prune and not _ns_in_use(rec.mnt_ns):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                continue
             out.append(_with_live(rec, None))
         elif rec.mergeddir in here:
             out.append(_with_live(rec, True))
@@ -541,6 +546,18 @@ def list_mounts(run_dir: str | None = None, *, prune: bool = True) -> list[Mount
             with contextlib.suppress(OSError):
                 os.unlink(path)
     return out
+
+
+def _ns_in_use(mnt_ns: str) -> bool:
+    """True while a process we can see is in mount namespace ``mnt_ns`` (a namespace
+    nobody is in is gone, and its mounts with it). Processes we may not inspect (other
+    users', a sandbox's init) are ignored: cowfs's namespaces are held by our own."""
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/ns/mnt") == mnt_ns:
+                    return True
+    return False
 
 
 def _with_live(rec: MountRecord, live: bool | None) -> MountRecord:

@@ -255,3 +255,33 @@ def test_probe_in_an_unusable_run_dir_says_why(tmp_path: Path,
     assert not result.ok and "cannot make a scratch dir" in result.reason
     assert "cannot cache probe overlay" in caplog.text
     probe.forget()
+
+
+def test_registry_across_mount_namespaces(layers: list[Path], tmp_path: Path,
+                                          run_dir: str) -> None:
+    """A mount made in another mount namespace is listed while that namespace lives, then
+    pruned; it never blocks a new mount on the same target here."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "t"
+    target.mkdir()
+    code = ("import sys, cowfs; m = cowfs.mount(sys.argv[1:3], target=sys.argv[3], "
+            "backend='kernel', run_dir=sys.argv[4]); print('up', flush=True); sys.stdin.read()")
+    child = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", sys.executable, "-c", code,
+         str(layers[0]), str(layers[1]), str(target), run_dir],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "up\n"
+        (rec,) = driver.list_mounts(run_dir)
+        assert rec.live is None and rec.mergeddir == str(target)
+        assert len(os.listdir(os.path.join(run_dir, driver.MOUNTS_DIR))) == 1
+    finally:
+        child.communicate("", timeout=30)
+    assert child.returncode == 0
+    # the namespace died with the child (and its mount with it): the entry is pruned
+    assert driver.list_mounts(run_dir) == []
+    assert os.listdir(os.path.join(run_dir, driver.MOUNTS_DIR)) == []
+    with cowfs.mount(layers, target=target, run_dir=run_dir) as m:
+        assert m.mounted
