@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import posixpath
+import re
 import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -243,10 +244,41 @@ def _tar(path: str) -> Iterator[TarSource]:
         src.close()
 
 
+_ARCHIVE_FIRST = re.compile(
+    r"^(?:\./)?(?:[0-9a-f]{64}(?:\.json|\.tar|/.*)?|blobs/.*|blobs|oci-layout|index\.json|"
+    r"manifest\.json|repositories)$")
+
+
+def is_compressed_image_archive(path: str) -> bool:
+    """True for a gzip/zstd file whose tar starts like a docker/OCI archive.
+
+    ``docker save | gzip`` is a valid input to ``docker load``; a layer tar never starts
+    with a blob name, ``manifest.json`` or ``oci-layout``, so the first member decides.
+    """
+    from .compress import open_decompressed
+
+    if not os.path.isfile(path):
+        return False
+    with open(path, "rb") as f:
+        if not f.read(4).startswith((fmt.GZIP_MAGIC, fmt.ZSTD_MAGIC)):
+            return False
+        f.seek(0)
+        try:
+            stream, _ = open_decompressed(f)
+            with tarfile.open(fileobj=stream, mode="r|") as tf:
+                first = tf.next()
+        except (tarfile.TarError, OSError, EOFError, ValueError, BadImage):
+            return False
+    return first is not None and bool(_ARCHIVE_FIRST.match(first.name))
+
+
 @contextmanager
-def open_plans(path: str, *, form: str = "auto",
-               platform: str | None = None) -> Iterator[list[ImagePlan]]:
-    """Parse ``path`` and yield its image plans; members stay readable inside the block."""
+def open_plans(path: str, *, form: str = "auto", platform: str | None = None,
+               name: str | None = None) -> Iterator[list[ImagePlan]]:
+    """Parse ``path`` and yield its image plans; members stay readable inside the block.
+
+    ``name`` (default: the basename of ``path``) names layout tags that are bare tags.
+    """
     if form not in FORMATS:
         raise UsageError(f"import {path}: unknown format {form!r} (one of {', '.join(FORMATS)})")
     if not os.path.exists(path):
@@ -254,7 +286,7 @@ def open_plans(path: str, *, form: str = "auto",
     if form == "auto":
         form = detect_format(path)
     log.info("import %s: format %s", path, form)
-    name = os.path.basename(os.path.normpath(path))
+    name = name or os.path.basename(os.path.normpath(path))
     if form == "raw":
         yield [ImagePlan(None, None, None, None, [LayerPlan(_file_opener(path))],
                          source="raw")]
@@ -264,7 +296,7 @@ def open_plans(path: str, *, form: str = "auto",
         yield _plans(src, form, platform, name)
         return
     with _tar(path) as tsrc:
-        yield _plans(tsrc, form, platform, name.removesuffix(".tar"))
+        yield _plans(tsrc, form, platform, name.split(".tar")[0])
 
 
 def _plans(src: Source, form: str, platform: str | None, name: str) -> list[ImagePlan]:

@@ -15,13 +15,21 @@ import json
 import logging
 import os
 import platform as pyplatform
+import shutil
 import time
 from typing import Any
 
 from .. import format as fmt
 from ..errors import BadImage, DigestMismatch, NotFound, UsageError
 from .cas import chain_ids, check_digest, sha256_bytes
-from .images import ImagePlan, LayerPlan, open_plans, parse_json
+from .compress import open_decompressed
+from .images import (
+    ImagePlan,
+    LayerPlan,
+    is_compressed_image_archive,
+    open_plans,
+    parse_json,
+)
 from .store import Image, ProgressEvent, ProgressFn, Store, rmtree
 
 log = logging.getLogger(__name__)
@@ -38,7 +46,24 @@ def import_path(store: Store, path: str, *, tag: str | None = None,
     from .refs import normalize_ref
 
     tags = [normalize_ref(tag)] if tag else None
-    with open_plans(path, form=form, platform=platform) as plans:
+    with contextlib.ExitStack() as stack:
+        src = path
+        if form in ("auto", "docker-archive", "oci-archive") and is_compressed_image_archive(path):
+            # `docker save | gzip`: decompress into flocked staging, then read it by offset.
+            src, out = stack.enter_context(store.staging_file("stage-archive-"))
+            with open(path, "rb") as f:
+                stream, _mt = open_decompressed(f)
+                shutil.copyfileobj(stream, out, 1 << 20)
+            out.flush()
+        return _import_plans(store, path, src, tags, platform, progress, form)
+    raise AssertionError("unreachable")
+
+
+def _import_plans(store: Store, path: str, src: str, tags: list[str] | None,
+                  platform: str | None, progress: ProgressFn | None,
+                  form: str) -> list[Image]:
+    name = os.path.basename(os.path.normpath(path))
+    with open_plans(src, form=form, platform=platform, name=name) as plans:
         if tags and len(plans) > 1:
             raise UsageError(f"import {path}: --tag needs a single image, found {len(plans)}")
         out = []

@@ -270,3 +270,27 @@ def test_bad_oci_layout_files(store: Store, tmp_path: Path, name: str, content: 
     with pytest.raises(BadImage, match=words):
         store.import_path(str(write_dir(tmp_path / "lay", files)))
     _nothing_stored(store)
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_compressed_image_archives(store: Store, tmp_path: Path, kind: str) -> None:
+    """``docker save | gzip`` (and a zstd OCI archive) import as images, not raw layers."""
+    import gzip
+
+    import zstandard
+
+    def squeeze(data: bytes) -> bytes:
+        return gzip.compress(data) if kind == "gzip" else \
+            zstandard.ZstdCompressor().compress(data)
+
+    img = two_layer("gzip", ["squeezed:1"])
+    da = docker_archive(tmp_path / "a.tar", [img]).read_bytes()
+    (tmp_path / "a.tar.gz").write_bytes(squeeze(da))
+    [got] = store.import_path(str(tmp_path / "a.tar.gz"))
+    assert got.tags == ("squeezed:1",) and got.id == sha(img.config())
+    oa = write_tar(tmp_path / "o.tar", oci_files([img], ref_names=[["v9"]])).read_bytes()
+    (tmp_path / "o.tar.zst").write_bytes(squeeze(oa))
+    [got] = store.import_path(str(tmp_path / "o.tar.zst"))
+    assert got.tags == ("o:v9", "squeezed:1")
+    assert os.listdir(store.tmp_dir) == []
+    check_image_tree(store, "squeezed:1")
