@@ -61,13 +61,18 @@ def _python() -> str:
 
 @pytest.fixture
 def shared_dir() -> Iterator[Path]:
-    """A tree owned by nobody under /tmp (pytest's tmp_path is private to root)."""
+    """A tree owned by nobody under /tmp (pytest's tmp_path is private to root), with a
+    copy of the cowfs package in ``src/``."""
     base = Path(tempfile.mkdtemp(prefix="cowfs-choice-", dir="/tmp"))
     try:
         for d in ("top", "bottom", "bottom/d"):
             (base / d).mkdir()
         (base / "top" / "t").write_text("t")
         (base / "bottom" / "d" / "x").write_text("x")
+        # The snippets import this cowfs from a copy: the checkout may sit under a
+        # directory nobody cannot enter (e.g. /root).
+        shutil.copytree(REPO / "cowfs", base / "src" / "cowfs",
+                        ignore=shutil.ignore_patterns("__pycache__"))
         for root, dirs, files in os.walk(base):
             for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
                 os.chown(name, NOBODY, NOBODY)
@@ -77,7 +82,8 @@ def shared_dir() -> Iterator[Path]:
 
 
 def _run(prefix: list[str], base: Path, mode: str) -> dict[str, Any]:
-    cmd = [*prefix, "env", f"PYTHONPATH={REPO}", _python(), "-c", SNIPPET, str(base), mode]
+    cmd = [*prefix, "env", f"PYTHONPATH={base / 'src'}", "PYTHONDONTWRITEBYTECODE=1",
+           _python(), "-c", SNIPPET, str(base), mode]
     r = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
     assert r.returncode == 0, r.stderr
     result: dict[str, Any] = json.loads(r.stdout)
