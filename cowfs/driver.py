@@ -394,12 +394,21 @@ def _mount_fuse(lowerdirs: list[str], upperdir: str | None, workdir: str | None,
         err.seek(0)
         msg = err.read().decode(errors="replace").strip()
     if proc.returncode != 0:
-        last = msg.splitlines()[-1] if msg else f"exit status {proc.returncode}"
-        raise MountError(f"mount {mergeddir} with {FUSE_PROGRAM}: {last}")
+        raise MountError(f"mount {mergeddir} with {FUSE_PROGRAM}: "
+                         f"{_fuse_failure(msg) or f'exit status {proc.returncode}'}")
     if mountinfo().get(mergeddir) is None:
         raise MountError(f"mount {mergeddir} with {FUSE_PROGRAM}: it exited 0 but nothing "
                          "is mounted there")
     log.debug("mounted %s with %s", mergeddir, FUSE_PROGRAM)
+
+
+def _fuse_failure(stderr: str) -> str:
+    """The informative part of a failed mount program's stderr, on one line: libfuse's and
+    fusermount3's own messages (the real cause) plus the program's last line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    causes = [ln for ln in lines if ln.startswith(("fuse:", "fusermount"))]
+    last = lines[-1:] if lines else []
+    return "; ".join(dict.fromkeys(causes + last))
 
 
 def _unmount_fuse(target: str) -> None:

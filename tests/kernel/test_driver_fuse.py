@@ -134,3 +134,22 @@ def test_fuse_program_is_found() -> None:
 def test_fuse_option_string_escapes() -> None:
     assert driver.fuse_option_string(["/a:b", '/c,"d'], "/u\\", "/w", volatile=True) == (
         'lowerdir=/a\\:b:/c\\,\\"d,upperdir=/u\\\\,workdir=/w,volatile')
+
+
+def test_fuse_failure_message_keeps_the_cause() -> None:
+    err = ("fuse: failed to open /dev/fuse: Permission denied\nTraceback (most recent call "
+           "last):\n  noise\ncowfs-overlay: mount /m: fuse_session_mount failed\n")
+    assert driver._fuse_failure(err) == (
+        "fuse: failed to open /dev/fuse: Permission denied; "
+        "cowfs-overlay: mount /m: fuse_session_mount failed")
+
+
+def test_fuse_mount_failure_is_one_clear_error(tmp_path: Path) -> None:
+    lower = tmp_path / "l"
+    lower.mkdir()
+    # upper and work given but work is a file: the program refuses, the driver says why
+    (tmp_path / "work").write_text("")
+    with pytest.raises(cowfs.CowfsError, match=r"mount .* with cowfs-overlay: .+"):
+        driver._mount_fuse([str(lower)], str(tmp_path / "u"), str(tmp_path / "work"),
+                           str(tmp_path), False, ())
+    assert str(tmp_path) not in driver.mountinfo()
