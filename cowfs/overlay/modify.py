@@ -245,8 +245,8 @@ class Overlay(OverlayCore):
         if inode.aliases or inode is self.table.root:
             self.copy_up(inode, data=size != 0)
         if size is not None:
-            if fd is not None:
-                os.ftruncate(fd, size)
+            if fd is not None and not inode.aliases and inode is not self.table.root:
+                os.ftruncate(fd, size)  # unlinked but open: only the fd reaches it
             else:
                 with self._uparent(inode) as (dfd, name):
                     assert name is not None
