@@ -37,7 +37,7 @@ from .cas import BlobStore, chain_ids, check_digest, digest_hex, fsync_dir, sha2
 from .compress import open_decompressed
 from .lock import FileLock, is_locked
 from .refs import RefIndex, normalize_ref, write_json_atomic
-from .unpack import unpack_layer
+from .unpack import detect_rootless, unpack_layer
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,9 @@ class Store:
             with open(path, "rb") as f:
                 meta = json.load(f)
         except FileNotFoundError:
-            dialect = (fmt.WhiteoutDialect.CHARDEV if os.geteuid() == 0
-                       else fmt.WhiteoutDialect.CHARDEV_USERXATTR)
+            # trusted.* xattrs need root in the initial user namespace; else userxattr.
+            dialect = (fmt.WhiteoutDialect.CHARDEV_USERXATTR if detect_rootless()
+                       else fmt.WhiteoutDialect.CHARDEV)
             meta = {"version": fmt.STORE_VERSION, "whiteout_dialect": dialect.value,
                     "created": _now()}
             write_json_atomic(path, meta, self.tmp_dir)
