@@ -42,7 +42,7 @@ Store layout (SPEC §2)
       layers/<diffid-hex>/
         diff/                      the unpacked layer, kernel overlay format
         layer.json                 digests, sizes, media type, created
-      images/<image-id-hex>.json   manifest, config, diff_ids, chain_ids, tags
+      images/<image-id-hex>.json   manifest, config, diff_ids, chain_ids, layer digests
       refs.json                    name:tag -> image id
       containers/<id>/{upper,work,merged,config.json,state.json}
       volumes/<name>/_data
