@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import CowfsError, UsageError
+from ..errors import CowfsError, MountError, UsageError
 from .options import MountOptions, parse_args
 
 PROG = "cowfs-overlay"
@@ -120,6 +120,7 @@ def _daemonize(opts: MountOptions) -> int:
         return 0
     if msg.startswith("error: "):
         _say(msg[len("error: ") :])
+        return MountError.exit_code
     else:
         _say(f"mount {opts.mountpoint}: the daemon exited before the mount was ready")
     return 1
