@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
+import threading
 import zlib
 from collections.abc import Callable
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, cast
 
 from cowfs import format as fmt
 from cowfs.errors import CorruptLayer, HostileInput
@@ -146,11 +148,12 @@ class _GzipReader(io.RawIOBase):
 class BoundedReader(io.RawIOBase):
     """Hash and count an uncompressed stream; refuse more than ``max_size`` bytes."""
 
-    def __init__(self, src: BinaryIO, max_size: int | None) -> None:
+    def __init__(self, src: BinaryIO, max_size: int | None, *, hashing: bool = True) -> None:
         super().__init__()
         self._src = src
         self._max = max_size
         self._hash = hashlib.sha256()
+        self._hashing = hashing
         self.count = 0
 
     def readable(self) -> bool:
@@ -166,7 +169,8 @@ class BoundedReader(io.RawIOBase):
                 raise HostileInput(
                     f"decompress layer: more than {self._max} uncompressed bytes "
                     "(decompression bomb?)")
-            self._hash.update(data)
+            if self._hashing:
+                self._hash.update(data)
         return data
 
     def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
@@ -256,3 +260,94 @@ class _ZstdGuard(io.RawIOBase):
         data = self.read(len(b))
         b[: len(data)] = data
         return len(data)
+
+
+_DONE: Final = object()
+
+
+class Prefetcher(io.RawIOBase):
+    """Run ``fill()`` (read + decompress + hash, mostly GIL-free C) in a thread.
+
+    The extractor's thread parses and writes while this one reads ahead at most
+    ``depth`` chunks. ``counter()`` is sampled after each chunk so that progress
+    is reported from the caller's thread, never from the worker. Errors raised by
+    the worker (e.g. HostileInput for a bomb) are re-raised by ``read``.
+    """
+
+    def __init__(self, src: BinaryIO, counter: Callable[[], int],
+                 progress: Callable[[int], None] | None, depth: int = 4) -> None:
+        super().__init__()
+        self._src = src
+        self._counter = counter
+        self._progress = progress
+        self.reported = 0
+        """Compressed bytes already passed to ``progress``."""
+        self._q: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._rest = b""
+        self._eof = False
+        self._thread = threading.Thread(target=self._work, name="cowfs-unpack-read",
+                                        daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._src.read(CHUNK)
+                if not self._put((data, self._counter())) or not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread
+            self._put(exc)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._rest:
+            data, self._rest = self._rest, b""
+        elif self._eof:
+            return b""
+        else:
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            data, count = cast("tuple[bytes, int]", item)
+            if self._progress is not None and count > self.reported:
+                self._progress(count - self.reported)
+                self.reported = count
+            if not data:
+                self._eof = True
+                return b""
+        if size is not None and 0 <= size < len(data):
+            data, self._rest = data[:size], data[size:]
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read to the end (the worker hashes everything on the way)."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self) -> None:
+        """Stop and join the worker (safe to call twice, and after errors)."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._q.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        super().close()

@@ -42,7 +42,12 @@ from typing import BinaryIO, Final
 
 from cowfs import format as fmt
 from cowfs.errors import CorruptLayer, DigestMismatch, HostileInput, StoreError
-from cowfs.store.compress import BoundedReader, HashingReader, open_decompressed
+from cowfs.store.compress import (
+    BoundedReader,
+    HashingReader,
+    Prefetcher,
+    open_decompressed,
+)
 from cowfs.store.tar import BLK, CHR, DIR, FIFO, LNK, REG, SYM, TarEntry, TarReader
 
 log = logging.getLogger(__name__)
@@ -109,18 +114,25 @@ def unpack_layer(src: BinaryIO, dest: str, *, rootless: bool | None = None,
     """
     if rootless is None:
         rootless = detect_rootless()
-    raw = HashingReader(src, progress)
+    raw = HashingReader(src)
     stream, media_type = open_decompressed(raw)  # type: ignore[arg-type]
-    bounded = BoundedReader(stream, max_size)
+    # An uncompressed blob is its own tar: one hash gives both digests.
+    compressed = media_type != fmt.MT_OCI_LAYER
+    bounded = BoundedReader(stream, max_size, hashing=compressed)
     ex = _Extractor(dest, rootless)
+    ahead = Prefetcher(bounded, lambda: raw.count, progress)  # type: ignore[arg-type]
     try:
-        ex.run(TarReader(bounded))  # type: ignore[arg-type]
+        ex.run(TarReader(ahead))  # type: ignore[arg-type]
+        ahead.drain()
     finally:
+        ahead.close()
         ex.close()
-    bounded.drain()
     raw.drain()
+    if progress is not None and raw.count > ahead.reported:
+        progress(raw.count - ahead.reported)
+    diff_id = bounded.hexdigest() if compressed else raw.hexdigest()
     result = UnpackResult(
-        diff_id="sha256:" + bounded.hexdigest(), digest="sha256:" + raw.hexdigest(),
+        diff_id="sha256:" + diff_id, digest="sha256:" + raw.hexdigest(),
         size=bounded.count, compressed_size=raw.count, media_type=media_type,
         warnings=ex.warning_lines())
     if expected_digest is not None and expected_digest != result.digest:
@@ -136,6 +148,14 @@ def unpack_layer(src: BinaryIO, dest: str, *, rootless: bool | None = None,
 
 def _split(name: bytes) -> list[bytes]:
     """Clean an entry name lexically into components; refuse escaping the root."""
+    comps = name.split(b"/")
+    if comps[0] == b".":
+        del comps[0]
+    if comps and not comps[-1]:
+        del comps[-1]
+    if (b"" not in comps and b"." not in comps and b".." not in comps
+            and len(comps) <= _MAX_DEPTH and b"\0" not in name):
+        return comps  # fast path: "./usr/bin/x", "usr/lib/"
     if b"\0" in name:
         raise CorruptLayer(f"unpack layer: entry name {name!r} contains NUL")
     out: list[bytes] = []
@@ -316,16 +336,22 @@ class _Extractor:
             self.deferred[b""] = e
             return
         base = comps[-1]
-        for c in comps[:-1]:
-            if c.startswith(fmt.WH_PREFIX):
+        if len(comps) > 1:
+            pkey = b"/".join(comps[:-1])
+            if pkey.startswith(fmt.WH_PREFIX) or b"/" + fmt.WH_PREFIX in pkey:
                 self.warn("skipped entries inside a .wh. directory", e.name)
                 return
+            key = pkey + b"/" + base
+            pfd = self.cache.get(pkey)
+        else:
+            key = base
+            pfd = self.root
         if base.startswith(fmt.WH_PREFIX):
             self.whiteout(comps, e)
             return
-        key = b"/".join(comps)
-        pfd = self.dirfd(comps, len(comps) - 1)
-        assert pfd is not None
+        if pfd is None:
+            pfd = self.dirfd(comps, len(comps) - 1)
+            assert pfd is not None
         kind = e.kind
         if kind == REG:
             self.regular(tar, e, pfd, base, key)
