@@ -285,3 +285,15 @@ def test_registry_across_mount_namespaces(layers: list[Path], tmp_path: Path,
     assert os.listdir(os.path.join(run_dir, driver.MOUNTS_DIR)) == []
     with cowfs.mount(layers, target=target, run_dir=run_dir) as m:
         assert m.mounted
+
+
+def test_garbage_in_the_registry_is_skipped(layers: list[Path], run_dir: str,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    reg = Path(run_dir, driver.MOUNTS_DIR)
+    reg.mkdir(parents=True)
+    (reg / "bad.json").write_text("{broken")
+    (reg / "odd.json").write_text(json.dumps({"mergeddir": "/x", "unexpected": 1}))
+    with caplog.at_level(logging.WARNING, logger="cowfs.driver"), \
+            cowfs.mount(layers, run_dir=run_dir) as m:
+        assert [r.mergeddir for r in driver.list_mounts(run_dir)] == [m.mergeddir]
+    assert caplog.text.count("skipping unreadable") >= 2
