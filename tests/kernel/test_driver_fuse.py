@@ -153,3 +153,15 @@ def test_fuse_mount_failure_is_one_clear_error(tmp_path: Path) -> None:
         driver._mount_fuse([str(lower)], str(tmp_path / "u"), str(tmp_path / "work"),
                            str(tmp_path), False, ())
     assert str(tmp_path) not in driver.mountinfo()
+
+
+@pytest.mark.needs_root
+@pytest.mark.needs_overlay
+@pytest.mark.parametrize("backend", ["kernel", "fuse"])
+async def test_plain_calls_work_inside_a_trio_program(stack: dict[str, Path], tmp_path: Path,
+                                                      backend: str) -> None:
+    """The API is synchronous and needs no event loop, yet is usable from async code."""
+    with cowfs.mount([stack["top"], stack["bottom"]], backend=backend,
+                     run_dir=str(tmp_path / "run")) as m:
+        assert (Path(m.mergeddir) / "a").read_text() == "top"
+    assert not m.mounted
