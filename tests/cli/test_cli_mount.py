@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -75,7 +76,8 @@ def test_mount_image_from_store(tmp_path: Path) -> None:
     tars = [bytes(base), bytes(top)]
     config = {"architecture": "amd64", "os": "linux",
               "rootfs": {"type": "layers", "diff_ids": [base.diff_id(), top.diff_id()]}}
-    store.import_layers([lambda t=t: io.BytesIO(t) for t in tars], config, tags=["demo:1"])
+    store.import_layers([functools.partial(io.BytesIO, t) for t in tars], config,
+                        tags=["demo:1"])
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     r = cowfs_cli(root, "mount", "--json", "--upper", str(tmp_path / "u"), "--work",

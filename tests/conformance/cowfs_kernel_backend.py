@@ -27,6 +27,6 @@ class CowfsKernelFS(MountedFS):
         self.m.unmount()
 
 
-COWFS_KERNEL_BACKEND = Backend("cowfs-kernel", CowfsKernelFS,
+COWFS_KERNEL_BACKEND: Backend = Backend("cowfs-kernel", CowfsKernelFS,
                                (pytest.mark.needs_root, pytest.mark.needs_overlay),
                                reads_dialects=False)
