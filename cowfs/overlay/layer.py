@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ Path = tuple[bytes, ...]
 """A merged path as components below the overlay root (no '.', '..' or '/')."""
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
+DIR_CACHE = 64
+"""Resolved dir fds kept per layer (bounded; the core holds no fd per inode)."""
 
 
 def check_name(name: bytes) -> None:
@@ -46,14 +49,35 @@ class Layer:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return cls(index, path, fd, os.fstat(fd).st_dev, upper)
 
+    def __post_init__(self) -> None:
+        self._dirs: OrderedDict[Path, int] = OrderedDict()
+
     def close(self) -> None:
+        self.forget_dirs()
         if self.root_fd >= 0:
             os.close(self.root_fd)
             self.root_fd = -1
 
+    def forget_dirs(self) -> None:
+        """Drop the dir-fd cache (after anything that moves or removes a dir here)."""
+        while self._dirs:
+            os.close(self._dirs.popitem()[1])
+
     def open_dir(self, path: Path) -> int:
-        """O_PATH fd of the dir at ``path`` in this layer (raises ENOENT/ENOTDIR/ELOOP)."""
-        return open_beneath(self.root_fd, b"/".join(path), _DIR_FLAGS)
+        """O_PATH fd of the dir at ``path`` in this layer (raises ENOENT/ENOTDIR/ELOOP).
+
+        A small LRU of resolved dirs (not one per inode: at most ``DIR_CACHE`` fds per
+        layer) turns the openat2 walk into a dup for the dirs in use.
+        """
+        fd = self._dirs.get(path)
+        if fd is not None:
+            self._dirs.move_to_end(path)
+            return os.dup(fd)
+        fd = open_beneath(self.root_fd, b"/".join(path), _DIR_FLAGS)
+        self._dirs[path] = fd
+        if len(self._dirs) > DIR_CACHE:
+            os.close(self._dirs.popitem(last=False)[1])
+        return os.dup(fd)
 
     @contextmanager
     def dir(self, path: Path) -> Iterator[int]:

@@ -47,20 +47,23 @@ class Overlay(OverlayCore):
     def has_visible_children(self, inode: Inode) -> bool:
         """True if the merged dir INODE shows any entry."""
         path = self.path_of(inode)
-        seen: set[bytes] = set()
+        listing: dict[int, set[bytes]] = {}
         for li in inode.where:
             dfd = self.layers[li].try_dir(path)
             if dfd is None:
                 continue
             try:
-                names = listdir_fd(dfd)
+                listing[li] = set(listdir_fd(dfd))
             finally:
                 os.close(dfd)
+        seen: set[bytes] = set()
+        for names in listing.values():
             for name in names:
                 if name in seen or fmt.is_wh_name(name):
                     continue
                 seen.add(name)
-                if self.table.child(inode, name) is not None or self.probe(inode, name):
+                if (self.table.child(inode, name) is not None
+                        or self.probe(inode, name, listing)):
                     return True
         return False
 
@@ -76,6 +79,8 @@ class Overlay(OverlayCore):
     # --- removal --------------------------------------------------------------------
     def _remove(self, parent: Inode, name: bytes, child: Inode) -> None:
         self.ensure_upper_dir(parent)
+        if child.is_dir and self.upper is not None:
+            self.upper.forget_dirs()
         need_wh = self.lower_has(parent, name)
         try:
             child.last_stat = self.stat_of(child)
@@ -190,6 +195,8 @@ class Overlay(OverlayCore):
             if exchange:
                 self.copy_up(dst)
         src_wh = not exchange and self.lower_has(p, name)
+        if self.upper is not None:
+            self.upper.forget_dirs()  # dirs move: cached paths go stale
         with self._udir(p) as udfd, self._udir(np) as nudfd:
             # kernel: a dir moved into a merge dir is made opaque first (a lower dir of
             # that name may show up there), even if the rename then fails; EXCHANGE both ways.

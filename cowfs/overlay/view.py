@@ -37,7 +37,6 @@ T = TypeVar("T")
 WORK_SUBDIR = b"work"
 """Temp objects live in WORKDIR/work, the name the kernel uses too (it wipes it at mount)."""
 
-_ORIGIN_XATTRS = (fmt.origin_xattr(False), fmt.origin_xattr(True))
 _INO_BITS = 48
 """With layers on several filesystems, ino = real ino | (device index << 48) (like xino)."""
 
@@ -180,18 +179,23 @@ class OverlayView:
         return n
 
     def _key_at(self, dfd: int, name: bytes | None, st: os.stat_result) -> tuple[int, int]:
-        for attr in _ORIGIN_XATTRS:
-            origin = _parse_origin(getxattr_at(dfd, name, attr))
-            if origin is not None and origin[0] in self._devidx:
-                return origin
+        # Only the mode's namespace: the origin is written by the same mode that reads it.
+        origin = _parse_origin(getxattr_at(dfd, name, fmt.origin_xattr(self.userxattr)))
+        if origin is not None and origin[0] in self._devidx:
+            return origin
         return st.st_dev, st.st_ino
 
     # --- probing --------------------------------------------------------------------
     def path_of(self, inode: Inode) -> Path:
         return self.table.path(inode)
 
-    def probe(self, parent: Inode, name: bytes) -> Entry | None:
-        """Find NAME in the merged dir PARENT: top-down, non-dirs hide, dirs merge."""
+    def probe(self, parent: Inode, name: bytes,
+              listing: dict[int, set[bytes]] | None = None) -> Entry | None:
+        """Find NAME in the merged dir PARENT: top-down, non-dirs hide, dirs merge.
+
+        ``listing`` (layer → names, from readdir) lets layers without NAME be skipped
+        without a syscall.
+        """
         ppath = self.path_of(parent)
         found: list[int] = []
         top: os.stat_result | None = None
@@ -199,6 +203,11 @@ class OverlayView:
         upper_key: tuple[int, int] | None = None
         xwh: set[int] = set()
         for li in parent.where:
+            names = listing.get(li) if listing is not None else None
+            if names is not None and name not in names:
+                if fmt.WH_PREFIX + name in names:
+                    break
+                continue
             layer = self.layers[li]
             dfd = layer.try_dir(ppath)
             if dfd is None:
@@ -352,24 +361,27 @@ class OverlayView:
         path = self.path_of(inode)
         names: list[bytes] = []
         seen: set[bytes] = set()
+        listing: dict[int, set[bytes]] = {}
         for li in inode.where:
             dfd = self.layers[li].try_dir(path)
             if dfd is None:
                 continue
             try:
-                for name in sorted(listdir_fd(dfd)):
-                    if name not in seen and not fmt.is_wh_name(name):
-                        seen.add(name)
-                        names.append(name)
+                layer_names = listdir_fd(dfd)
             finally:
                 os.close(dfd)
+            listing[li] = set(layer_names)
+            for name in sorted(layer_names):
+                if name not in seen and not fmt.is_wh_name(name):
+                    seen.add(name)
+                    names.append(name)
         out: list[tuple[bytes, os.stat_result]] = []
         for name in names:
             child = self.table.child(inode, name)
             if child is not None:
                 out.append((name, self.stat_of(child)))
                 continue
-            ent = self.probe(inode, name)
+            ent = self.probe(inode, name, listing)
             if ent is None:
                 continue  # whited out
             cino = self._ino_of(ent.key)
