@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -175,5 +176,41 @@ def test_bad_setup(tmp_path: Path) -> None:
     try:
         with pytest.raises(MountError):  # workdir locked by the first instance
             Overlay([str(tmp_path / "l")], str(tmp_path / "u"), str(tmp_path / "w"))
+    finally:
+        ov.close()
+
+
+def test_no_fd_per_inode_and_flat_memory(tmp_path: Path) -> None:
+    """A walk that keeps every inode looked up holds no fd per inode; forgetting it all
+    returns the table to its start size, walk after walk."""
+    low = tmp_path / "l"
+    for i in range(40):
+        for j in range(25):
+            p = low / f"d{i}" / f"s{j % 5}" / f"f{j}"
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("x")
+    (tmp_path / "u").mkdir()
+    (tmp_path / "w").mkdir()
+    ov = Overlay([str(low)], str(tmp_path / "u"), str(tmp_path / "w"))
+    try:
+        base_fds = len(os.listdir("/proc/self/fd"))
+        base = len(ov.table)
+        def walk(ino: int, looked: list[int]) -> None:
+            for name, st in ov.readdir(ino):
+                got = ov.lookup_entry(ino, name)
+                looked.append(got.st_ino)
+                if stat.S_ISDIR(st.st_mode):
+                    walk(got.st_ino, looked)
+
+        for _ in range(3):
+            looked: list[int] = []
+            walk(ROOT_INO, looked)
+            assert len(looked) == 40 + 40 * 5 + 40 * 25
+            assert len(ov.table) == base + len(looked)
+            # bounded: the per-layer dir-fd cache, never one per inode
+            assert len(os.listdir("/proc/self/fd")) - base_fds <= 2 * 64
+            for ino in reversed(looked):
+                ov.forget(ino, 1)
+            assert len(ov.table) == base
     finally:
         ov.close()
