@@ -264,6 +264,8 @@ def mount(
         else _existing_dir("target", target))
     if register and not temp_target:
         _refuse_double_mount(rdir, mergeddir)
+    if register and upperdir is not None:
+        _refuse_shared_upper(rdir, upperdir, workdir)
     try:
         chosen, method, ux = _do_mount(backend, lowerdirs, upperdir, workdir, mergeddir, rdir,
                                        dialect, userxattr, volatile, kernel_options,
@@ -512,6 +514,33 @@ def _refuse_double_mount(run_dir: str, mergeddir: str) -> None:
     if any(r.mergeddir == mergeddir and r.live for r in list_mounts(run_dir)):
         raise Conflict(f"mount {mergeddir}: cowfs already has a mount there "
                        "(see 'cowfs mounts'; unmount it first)")
+
+
+def _refuse_shared_upper(run_dir: str, upperdir: str, workdir: str | None) -> None:
+    """Refuse an upper/work dir that a live cowfs mount already writes to.
+
+    With ``index=off`` the kernel only warns about a shared upper ("undefined behavior"),
+    and two FUSE daemons on one upper would corrupt it; the registry is the guard.
+    """
+    reg = os.path.join(run_dir, MOUNTS_DIR)
+    try:
+        names = [n for n in os.listdir(reg) if n.endswith(".json")]
+    except FileNotFoundError:
+        return
+    mine = {upperdir, workdir}
+    for name in names:
+        try:
+            with open(os.path.join(reg, name)) as f:
+                data = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or not mine & {data.get("upperdir"), data.get("workdir")}:
+            continue
+        live = [r for r in list_mounts(run_dir) if mine & {r.upperdir, r.workdir}]
+        if live:
+            raise Conflict(f"mount: upper dir {upperdir} is in use by the cowfs mount at "
+                           f"{live[0].mergeddir} (see 'cowfs mounts')")
+        return
 
 
 def _unregister(run_dir: str, mount_id: str) -> None:

@@ -182,6 +182,11 @@ def _mount_error(
         why += " (" + "; ".join(m.removeprefix("e ").strip() for m in detail) + ")"
     elif exc.errno == errno.EINVAL:
         why += " (the kernel logs the reason to dmesg)"
+    elif exc.errno == errno.ELOOP:
+        # overlayfs answers ELOOP when layers overlap (ovl_check_layer / ovl_setup_trap).
+        why += " (the layers overlap: a lower, the upper or the work dir lies inside another)"
+    elif exc.errno == errno.EBUSY:
+        why += " (the upper or work dir is in use by another overlay mount)"
     cls = BackendUnavailable if exc.errno in (errno.EPERM, errno.ENODEV) else MountError
     n = len(opts.lowerdirs)
     return cls(f"mount overlay at {os.fsdecode(target)} ({n} layer{'s' * (n != 1)}): {why}")

@@ -297,3 +297,14 @@ def test_garbage_in_the_registry_is_skipped(layers: list[Path], run_dir: str,
             cowfs.mount(layers, run_dir=run_dir) as m:
         assert [r.mergeddir for r in driver.list_mounts(run_dir)] == [m.mergeddir]
     assert caplog.text.count("skipping unreadable") >= 2
+
+
+def test_an_upper_in_use_is_refused(layers: list[Path], tmp_path: Path, run_dir: str) -> None:
+    """The kernel (index=off) only warns about a shared upper; the driver refuses it."""
+    with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m:
+        with pytest.raises(Conflict, match=f"in use by the cowfs mount at {m.mergeddir}"):
+            cowfs.mount(layers, tmp_path / "u", tmp_path / "w2", run_dir=run_dir)
+        with pytest.raises(Conflict, match="in use"):
+            cowfs.mount(layers, tmp_path / "u2", tmp_path / "w", run_dir=run_dir)
+    with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m2:
+        assert m2.mounted

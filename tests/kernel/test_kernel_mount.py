@@ -231,3 +231,12 @@ def test_legacy_refuses_more_than_one_page(tmp_path: Path) -> None:
         mount_overlay(opts, str(merged), method=Method.LEGACY)
     assert mount_overlay(opts, str(merged)) is Method.FSCONFIG
     unmount(str(merged))
+
+
+def test_overlapping_layers_are_explained(dirs: dict[str, Path]) -> None:
+    inner = dirs["l1"] / "nested"
+    inner.mkdir()
+    opts = make_options([str(dirs["l1"]), str(inner)], str(dirs["upper"]), str(dirs["work"]))
+    with pytest.raises(MountError, match="the layers overlap"):
+        mount_overlay(opts, str(dirs["merged"]))
+
