@@ -1,1 +1,29 @@
-"""Public hypothesis toolkit that property-tests overlay implementations (SPEC §9)."""
+"""Public hypothesis toolkit that property-tests overlay implementations (SPEC §9).
+
+``OverlayMachine`` applies random operations to an implementation (through an
+``Adapter``) and to ``Model``, the executable specification of kernel overlayfs
+semantics, comparing merged trees, errnos and the upper dir's on-disk format.
+``strategies`` draws layer stacks; ``script`` renders a failing run as a shell
+script. See docs/testing-toolkit.md.
+"""
+
+from __future__ import annotations
+
+from .adapters import (
+    Adapter as Adapter,
+    CowfsFuseAdapter as CowfsFuseAdapter,
+    Fs as Fs,
+    KernelAdapter as KernelAdapter,
+    MountedFs as MountedFs,
+    ProgramAdapter as ProgramAdapter,
+)
+from .layers import check_upper as check_upper, write_layer as write_layer
+from .machine import Divergence as Divergence, OverlayMachine as OverlayMachine
+from .model import Model as Model
+from .strategies import Stack as Stack, layer as layer, stacks as stacks
+
+__all__ = [
+    "Adapter", "CowfsFuseAdapter", "Divergence", "Fs", "KernelAdapter", "Model",
+    "MountedFs", "OverlayMachine", "ProgramAdapter", "Stack", "check_upper", "layer",
+    "stacks", "write_layer",
+]
