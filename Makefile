@@ -33,18 +33,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test,dev]'
 	@touch $(STAMP)
 
-# Tests run in a private mount namespace: nothing a test mounts can leak into the host.
+# Tests run in a private mount namespace: nothing a test mounts can leak into the host,
+# and /etc and /usr are read-only there, so a buggy cleanup can never delete host files.
+SANDBOX := unshare -m --propagation private sh -c 'for d in /etc /usr; do \
+	mount --bind -o ro "$$d" "$$d" || exit 1; done; exec "$$@"' sandbox
+
 test: setup
-	unshare -m --propagation private $(PY) -m pytest $(PYTEST_ARGS)
+	$(SANDBOX) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
-	unshare -m --propagation private $(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+	$(SANDBOX) $(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 demo: setup
-	unshare -m --propagation private ./demo/demo.sh
+	$(SANDBOX) ./demo/demo.sh
 
 bench: setup
-	unshare -m --propagation private $(PY) -m benchmarks $(BENCH_ARGS)
+	$(SANDBOX) $(PY) -m benchmarks $(BENCH_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check cowfs tests benchmarks
