@@ -138,3 +138,112 @@ def umoci_layout(base: Path, tag: str = "latest", layers: int = 2) -> Path:
     subprocess.run(["umoci", "config", "--image", f"{layout}:{tag}", "--config.cmd", "/bin/sh"],
                    check=True, capture_output=True)
     return layout
+
+
+class TokenServer:
+    """A bearer-token server for docker-registry's ``auth: token`` mode.
+
+    Checks basic credentials and issues RS256 JWTs signed with a throwaway key (openssl),
+    identified by the libtrust key ID of the certificate the registry trusts, granting
+    exactly the scopes asked for.
+    """
+
+    def __init__(self, base: Path, user: str, password: str) -> None:
+        import base64
+        import hashlib
+        import http.server
+        import json
+        import threading
+
+        self.user, self.password = user, password
+        self.key, self.cert = base / "token.key", base / "token.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                        "-subj", "/CN=cowfs-token", "-keyout", str(self.key), "-out",
+                        str(self.cert)], check=True, capture_output=True)
+        spki = subprocess.run(
+            f"openssl x509 -in {self.cert} -pubkey -noout | openssl pkey -pubin -outform DER",
+            shell=True, check=True, capture_output=True).stdout
+        b32 = base64.b32encode(hashlib.sha256(spki).digest()[:30]).decode().rstrip("=")
+        self.kid = ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
+        self.issued = 0
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                import urllib.parse
+
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                want = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+                if self.headers.get("Authorization") != want:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                token = server.sign(q.get("service", [""])[0], q.get("scope", []))
+                body = json.dumps({"token": token, "access_token": token,
+                                   "expires_in": 300}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def sign(self, service: str, scopes: list[str]) -> str:
+        import base64
+        import json
+        import secrets
+
+        def b64(data: bytes) -> str:
+            return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+        access = []
+        for scope in " ".join(scopes).split():
+            kind, _, rest = scope.partition(":")
+            name, _, actions = rest.rpartition(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        claims = {"iss": "cowfs-token-issuer", "sub": self.user, "aud": service,
+                  "exp": now + 300, "nbf": now - 10, "iat": now,
+                  "jti": secrets.token_hex(8), "access": access}
+        head = b64(json.dumps({"alg": "RS256", "typ": "JWT", "kid": self.kid}).encode())
+        signing_input = f"{head}.{b64(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                             input=signing_input.encode(), capture_output=True,
+                             check=True).stdout
+        self.issued += 1
+        return f"{signing_input}.{b64(sig)}"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+
+
+def make_token_registry(base: Path) -> tuple[Registry, TokenServer]:
+    """docker-registry in ``auth: token`` mode backed by a `TokenServer`."""
+    tokens = TokenServer(base, "cowfs", "t0ken-pass")
+    port = _free_port()
+    data = base / "data"
+    data.mkdir(parents=True)
+    config = base / "config.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {data}\n  delete:\n    enabled: true\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n"
+        f"auth:\n  token:\n    realm: {tokens.realm}\n    service: cowfs-registry\n"
+        f"    issuer: cowfs-token-issuer\n    rootcertbundle: {tokens.cert}\n")
+    reg = Registry(f"127.0.0.1:{port}", data, config, base / "registry.log",
+                   user=tokens.user, password=tokens.password)
+    try:
+        reg.start()
+    except BaseException:
+        tokens.stop()
+        raise
+    return reg, tokens

@@ -6,7 +6,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
-from helpers.registry import Registry, make_registry
+from helpers.registry import Registry, TokenServer, make_registry, make_token_registry
 
 
 @pytest.fixture(scope="module")
@@ -29,3 +29,16 @@ def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+        tuple[Registry, TokenServer]]:
+    if shutil.which("docker-registry") is None or shutil.which("openssl") is None:
+        pytest.skip("needs peer tools 'docker-registry' and 'openssl' on PATH")
+    reg, tokens = make_token_registry(tmp_path_factory.mktemp("tokenregistry"))
+    try:
+        yield reg, tokens
+    finally:
+        reg.stop()
+        tokens.stop()

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers.registry import Registry, skopeo, umoci_layout
+from helpers.registry import Registry, TokenServer, skopeo, umoci_layout
 from helpers.unpacktree import diff, snapshot
 
 from cowfs.errors import DigestMismatch, RegistryError
@@ -314,3 +314,26 @@ def test_cli_pull_push_json_and_errors(registry: Registry, layout: Path,
     r = cowfs("pull", f"{registry.host}/peer/cli:v1")  # https to a plain-HTTP registry
     assert r.returncode != 0
     assert r.stderr.startswith("cowfs: ")
+
+
+def test_bearer_token_auth(token_registry: tuple[Registry, TokenServer], layout: Path,
+                           store: Store, tmp_path: Path,
+                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """docker-registry in token mode: challenge → token server (basic creds) → JWT."""
+    reg, tokens = token_registry
+    creds = f"{tokens.user}:{tokens.password}"
+    skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds, f"oci:{layout}:v1",
+           f"docker://{reg.host}/tok/bb:v1")
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "none.json"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(RegistryError, match="token request failed with HTTP 401"):
+        pull(store, f"{reg.host}/tok/bb:v1", insecure=True)
+    before = tokens.issued
+    image = pull(store, f"{reg.host}/tok/bb:v1", insecure=True, creds=creds)
+    assert len(image.diff_ids) == 3
+    assert tokens.issued == before + 1  # one token for the repository scope, then cached
+    digest = push(store, image.id, f"{reg.host}/tok/copy:v1", insecure=True, creds=creds,
+                  mount_from=["tok/bb"])
+    info = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", creds,
+                             f"docker://{reg.host}/tok/copy:v1").stdout)
+    assert info["Digest"] == digest
