@@ -273,8 +273,8 @@ def markdown(desc: str, entries: int, sizes: dict[str, int], rounds: int,
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backing']} | {r['layer']} | {r['cowfs_s']} | {r['tar_s']} | "
-                     f"{r.get('umoci_s', 'n/a')} | {r['cowfs/tar']} | {r.get('cowfs/umoci', 'n/a')} "
-                     f"| {r['same_tree_as_tar']} |")
+                     f"{r.get('umoci_s', 'n/a')} | {r['cowfs/tar']} | "
+                     f"{r.get('cowfs/umoci', 'n/a')} | {r['same_tree_as_tar']} |")
     return "\n".join(lines) + "\n"
 
 

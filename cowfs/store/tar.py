@@ -23,6 +23,8 @@ BLOCK: Final = 512
 _READ: Final = 1 << 20
 _MAX_META: Final = 16 << 20
 """Largest PAX or GNU long-name payload accepted (bounds memory on hostile input)."""
+_ID_LIMIT: Final = 2**32 - 1
+"""uid/gid must fit uid_t, and (uid_t)-1 means "unchanged" to chown(2)."""
 _MAX_SPARSE: Final = 1 << 20
 """Largest number of sparse map entries accepted."""
 
@@ -127,6 +129,13 @@ def _pax_int(key: bytes, value: bytes) -> int:
         raise CorruptLayer(f"read tar: bad PAX {key.decode(errors='replace')}") from None
     if n < 0:
         raise CorruptLayer(f"read tar: negative PAX {key.decode(errors='replace')}")
+    return n
+
+
+def _pax_id(key: bytes, value: bytes) -> int:
+    n = _pax_int(key, value)
+    if n >= _ID_LIMIT:
+        raise CorruptLayer(f"read tar: PAX {key.decode()} {n} out of range")
     return n
 
 
@@ -341,6 +350,8 @@ class TarReader:
                      uid=_num(blk[108:116]), gid=_num(blk[116:124]), size=size,
                      mtime_ns=_num(blk[136:148]) * 1_000_000_000,
                      linkname=long_link if long_link is not None else _str(blk[157:257]))
+        if not (0 <= e.uid < _ID_LIMIT and 0 <= e.gid < _ID_LIMIT):
+            raise CorruptLayer(f"read tar: {name!r}: uid/gid out of range")
         if kind in (CHR, BLK):
             e.devmajor, e.devminor = _num(blk[329:337]), _num(blk[337:345])
         if tf == 0x53:  # 'S': old GNU sparse
@@ -380,9 +391,9 @@ class TarReader:
                 e.size = _pax_int(key, value)
                 self._left, self._pad = e.size, -e.size % BLOCK
             elif key == b"uid":
-                e.uid = _pax_int(key, value)
+                e.uid = _pax_id(key, value)
             elif key == b"gid":
-                e.gid = _pax_int(key, value)
+                e.gid = _pax_id(key, value)
             elif key == b"mtime":
                 e.mtime_ns = _pax_time(value)
             elif key == b"atime":
