@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.peers import peer
 
 from cowfs.store import Store, open_store
 
@@ -32,23 +33,6 @@ pytestmark = [
     pytest.mark.needs_tool("buildah", "umoci", "skopeo", "podman", "runc", "unshare"),
     pytest.mark.slow,
 ]
-
-PRELUDE = r"""
-set -e
-T=$(mktemp -d); mkdir -p $T/u/containers $T/w
-[ -e /etc/passwd ] || echo 'root:x:0:0:root:/root:/bin/sh' > $T/u/passwd
-[ -e /etc/group ] || echo 'root:x:0:' > $T/u/group
-[ -e /etc/containers/policy.json ] || \
-  echo '{"default":[{"type":"insecureAcceptAnything"}]}' > $T/u/containers/policy.json
-mount -t overlay overlay -o lowerdir=/etc,upperdir=$T/u,workdir=$T/w /etc
-export TMPDIR=$PWD/tmp BUILDAH_ISOLATION=chroot
-mkdir -p $TMPDIR
-RR=$(mktemp -d /tmp/cowfs-rr.XXXXXX)  # podman wants a runroot shorter than 50 chars
-trap 'rm -rf $RR $T' EXIT
-B="buildah --root $PWD/broot --runroot $RR/b --storage-driver overlay"
-P="podman --root $PWD/proot --runroot $RR/p --storage-driver vfs --runtime runc \
-   --cgroup-manager cgroupfs --events-backend file"
-"""
 
 BUILD = r"""
 # buildah, overlay driver: layer 1 = the rootfs; layer 2 re-creates /opq (opaque dir)
@@ -90,14 +74,6 @@ umoci insert --image uoci:v3 --tag v4 --whiteout /usr/share/doc
 umoci unpack --image boci:img2 ref_b >/dev/null
 umoci unpack --image uoci:v4 ref_u >/dev/null
 """
-
-
-def peer(script: str, cwd: Path) -> None:
-    r = subprocess.run(["unshare", "-m", "--propagation", "private", "bash", "-c",
-                        PRELUDE + script], cwd=cwd, capture_output=True, text=True,
-                       check=False, timeout=600)
-    if r.returncode != 0:
-        pytest.fail(f"peer tools failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
 
 
 def _cap_net_raw() -> bytes:
