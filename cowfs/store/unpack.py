@@ -57,6 +57,8 @@ _FILE_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O
 _CACHE_MAX: Final = 256
 """Directory fds kept open (LRU); trimmed between entries, never inside one."""
 _MAX_DEPTH: Final = 256
+DEFAULT_MAX_SIZE: Final = 64 << 30
+"""Uncompressed bytes (and sum of sparse file sizes) refused when max_size is None."""
 _USER_OVERLAY_ESCAPED: Final = fmt.USER_OVERLAY + b"overlay."
 _DROPPED_XATTRS: Final = (fmt.FOF_PREFIX, fmt.TRUSTED_COWFS, fmt.USER_COWFS)
 
@@ -75,6 +77,12 @@ class UnpackResult:
     media_type: str
     """Detected compression as an OCI layer media type."""
     warnings: list[str] = field(default_factory=list)
+
+
+def default_max_size() -> int:
+    """The bomb guard used when ``max_size`` is None: $COWFS_MAX_LAYER_SIZE or 64 GiB."""
+    env = os.environ.get("COWFS_MAX_LAYER_SIZE")
+    return int(env) if env and env.isdigit() else DEFAULT_MAX_SIZE
 
 
 def detect_rootless() -> bool:
@@ -101,7 +109,8 @@ def unpack_layer(src: BinaryIO, dest: str, *, rootless: bool | None = None,
         dest: an existing, empty directory; written in kernel overlay format.
         rootless: write ``user.overlay.opaque`` and tolerate failing chown/mknod;
             default: detected (not root in the initial user namespace).
-        max_size: refuse more than this many uncompressed bytes (bomb guard).
+        max_size: refuse more than this many uncompressed bytes, or sparse files
+            whose sizes add up to more (bomb guard); None → ``default_max_size()``.
         progress: called with the number of newly read compressed bytes.
         expected_digest: if given, the blob must hash to it (else DigestMismatch).
         expected_diff_id: if given, the uncompressed tar must hash to it.
@@ -114,12 +123,14 @@ def unpack_layer(src: BinaryIO, dest: str, *, rootless: bool | None = None,
     """
     if rootless is None:
         rootless = detect_rootless()
+    if max_size is None:
+        max_size = default_max_size()
     raw = HashingReader(src)
     stream, media_type = open_decompressed(raw)  # type: ignore[arg-type]
     # An uncompressed blob is its own tar: one hash gives both digests.
     compressed = media_type != fmt.MT_OCI_LAYER
     bounded = BoundedReader(stream, max_size, hashing=compressed)
-    ex = _Extractor(dest, rootless)
+    ex = _Extractor(dest, rootless, max_size)
     ahead = Prefetcher(bounded, lambda: raw.count, progress)  # type: ignore[arg-type]
     try:
         ex.run(TarReader(ahead))  # type: ignore[arg-type]
@@ -180,7 +191,7 @@ def _is_whiteout_st(st: os.stat_result) -> bool:
 class _Extractor:
     """State of one extraction: the dir-fd cache and what to fix up at the end."""
 
-    def __init__(self, dest: str, rootless: bool) -> None:
+    def __init__(self, dest: str, rootless: bool, max_size: int) -> None:
         self.root = os.open(dest, _DIR_FLAGS)
         try:
             if os.listdir(self.root):
@@ -200,6 +211,10 @@ class _Extractor:
         self.deferred: dict[bytes, TarEntry] = {}
         self.whiteouts: set[bytes] = set()
         self.opaque: set[bytes] = set()
+        self.implied: set[bytes] = set()
+        """Dirs created only because an entry below them needed a parent."""
+        self.logical = 0
+        self.max_size = max_size
         self.warn_counts: dict[str, int] = {}
         self.warn_example: dict[str, bytes] = {}
         self.current = b""
@@ -238,6 +253,8 @@ class _Extractor:
             os.close(self.cache.pop(k))
         for k in [k for k in self.deferred if k == key or k.startswith(pre)]:
             del self.deferred[k]
+        for keys in (self.whiteouts, self.opaque, self.implied):
+            keys.difference_update([k for k in keys if k == key or k.startswith(pre)])
 
     # -- path resolution --------------------------------------------------------------
     def dirfd(self, comps: list[bytes], n: int, *, create: bool = True,
@@ -273,6 +290,7 @@ class _Extractor:
             if not create:
                 return None
             os.mkdir(name, 0o755, dir_fd=pfd)
+            self.implied.add(key)
             return os.open(name, _DIR_FLAGS, dir_fd=pfd)
         except OSError as exc:
             if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
@@ -373,6 +391,10 @@ class _Extractor:
             fd = os.open(base, _FILE_FLAGS, e.mode & 0o777, dir_fd=pfd)
         try:
             if e.sparse is not None:
+                self.logical += e.realsize
+                if self.logical > self.max_size:
+                    raise HostileInput(f"unpack layer: sparse files larger than {self.max_size} "
+                                       "bytes in all (sparse bomb?)")
                 tar.write_sparse(fd, e)
             elif e.size:
                 tar.copy_to_fd(fd)
@@ -395,6 +417,7 @@ class _Extractor:
                     finally:
                         os.close(fd)
         self.deferred[key] = e
+        self.implied.discard(key)
 
     def symlink(self, e: TarEntry, pfd: int, base: bytes, key: bytes) -> None:
         if not e.linkname:
@@ -483,7 +506,15 @@ class _Extractor:
         except FileExistsError:
             # This layer has its own `target`: the whiteout only hides the lower one.
             st = os.stat(target, dir_fd=pfd, follow_symlinks=False)
-            if stat.S_ISDIR(st.st_mode):
+            if key in self.implied and _only_whiteouts(pfd, target):
+                # "a/.wh.b" then ".wh.a": `a` was made only to hold whiteouts, so
+                # nothing of this layer lives there and the layer deletes `a`.
+                self._forget_tree(key)
+                _rmtree_at(pfd, target)
+                os.mknod(target, fmt.WHITEOUT_MODE, fmt.WHITEOUT_DEV, dir_fd=pfd)
+                self.whiteouts.add(key)
+                self.chown_at(pfd, target, e)
+            elif stat.S_ISDIR(st.st_mode):
                 fd = os.open(target, _DIR_FLAGS, dir_fd=pfd)
                 try:
                     self.set_opaque(fd, key)
@@ -592,16 +623,34 @@ class _Extractor:
                 self.attrs_fd(fd, e, False)
 
 
+def _only_whiteouts(pfd: int, name: bytes) -> bool:
+    """True if the dir ``name`` holds nothing but dirs and char 0/0 whiteouts."""
+    fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+    try:
+        with os.scandir(fd) as it:
+            for ent in it:
+                child = os.fsencode(ent.name)
+                if ent.is_dir(follow_symlinks=False):
+                    if not _only_whiteouts(fd, child):
+                        return False
+                elif not _is_whiteout_st(ent.stat(follow_symlinks=False)):
+                    return False
+    finally:
+        os.close(fd)
+    return True
+
+
 def _rmtree_at(pfd: int, name: bytes) -> None:
     """Remove the directory ``name`` under ``pfd`` and its subtree, never following links."""
     fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
     try:
-        for ent in os.scandir(fd):
-            child = os.fsencode(ent.name)
-            if ent.is_dir(follow_symlinks=False):
-                _rmtree_at(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
+        with os.scandir(fd) as it:
+            for ent in it:
+                child = os.fsencode(ent.name)
+                if ent.is_dir(follow_symlinks=False):
+                    _rmtree_at(fd, child)
+                else:
+                    os.unlink(child, dir_fd=fd)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=pfd)

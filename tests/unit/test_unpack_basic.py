@@ -110,6 +110,34 @@ def test_whiteout_ownership_and_whited_out_parent(tmp: Path) -> None:
     assert os.lstat(tmp / "e/x/y").st_uid == 33
 
 
+def test_whiteout_of_a_dir_made_only_for_whiteouts(tmp: Path) -> None:
+    layer = (LayerTar().whiteout("a/b/c").whiteout("a/b").whiteout("a")
+             .whiteout("k/x").file("k/real").whiteout("k")
+             .whiteout("m/x").dir("m").whiteout("m"))
+    unpack(layer, tmp / "d")
+    d = tmp / "d"
+    assert is_whiteout(d / "a")
+    assert opaque(d / "k") == b"y" and os.listdir(d / "k") == ["real"]
+    assert opaque(d / "m") == b"y" and os.listdir(d / "m") == []
+
+
+def test_sparse_bomb_is_bounded(tmp: Path) -> None:
+    import subprocess
+
+    src = tmp / "src"
+    src.mkdir()
+    with open(src / "hole", "wb") as f:
+        f.truncate(1 << 30)
+    subprocess.run(["tar", "-C", str(src), "--sparse", "--format=pax", "-cf",
+                    str(tmp / "s.tar"), "hole"], check=True)
+    from cowfs.errors import HostileInput
+
+    with pytest.raises(HostileInput, match="sparse"):
+        unpack((tmp / "s.tar").read_bytes(), tmp / "d", max_size=1 << 20)
+    res = unpack((tmp / "s.tar").read_bytes(), tmp / "e")
+    assert os.stat(tmp / "e/hole").st_size == 1 << 30 and res.size < 1 << 20
+
+
 def _wh_owned(name: str, uid: int) -> tarfile.TarInfo:
     ti = tarfile.TarInfo(name)
     ti.uid = ti.gid = uid
