@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     out = [_one(root, ref, args.type) for ref in args.refs]
     if args.format:
         for rec in out:
-            print(_field(rec, args.format))
+            value = _field(rec, args.format)
+            if isinstance(value, (dict, list)):
+                print_json(value)
+            else:
+                print(value)
         return 0
     print_json(out)
     return 0

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 
-from ..errors import UsageError
+from ..errors import NotFound, UsageError
 from ..run import cgroups, container, images, lifecycle, volumes
 from ._common import store_root
 
@@ -49,7 +50,11 @@ def create_from_args(args: argparse.Namespace) -> container.Container:
         raise UsageError("--pids-limit: must be positive")
     if args.rm and args.restart != "no":
         raise UsageError("--rm and --restart cannot be combined")
-    mounts = [volumes.parse_spec(v).to_json() for v in args.volume]
+    specs = [volumes.parse_spec(v) for v in args.volume]
+    for spec in specs:
+        if spec.kind == "bind" and not os.path.exists(spec.source):
+            raise NotFound(f"bind mount {spec.source}: no such file or directory on the host")
+    mounts = [spec.to_json() for spec in specs]
     return container.create(
         root, image=args.image, image_id=info.id, lowerdirs=info.lowerdirs, argv=argv,
         env=env, workdir=workdir, user=user, name=args.name, hostname=args.hostname,

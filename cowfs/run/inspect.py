@@ -61,7 +61,7 @@ def container_json(c: Container) -> dict[str, Any]:
                 "UpperDir": c.upper,
                 "MergedDir": c.merged,
                 "WorkDir": c.work,
-                "Backend": cfg.get("Backend", "auto"),
+                "Backend": st.get("Backend") or cfg.get("Backend", "auto"),
                 "Mounted": is_mountpoint(c.merged),
             },
         },

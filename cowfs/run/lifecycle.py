@@ -14,6 +14,7 @@ import os
 import selectors
 import signal
 import socket
+import struct
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -42,8 +43,9 @@ def start(c: Container, *, attached: bool = False, interactive: bool = False) ->
         supervisor.launch(c)
         return 0
     mine, theirs = socket.socketpair()
+    ws = attach.winsize(0) if c.config.get("Tty") else None
     try:
-        supervisor.launch(c, client=theirs)
+        supervisor.launch(c, client=theirs, winsize=ws)
     finally:
         theirs.close()
     with mine:
@@ -118,26 +120,22 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (),
         try:
             proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who,
                                  stdio=(stdin, 1, 2))
-            pid = spawn.spawn(proc, join=spawn.Join(pid1), before_start=cg.add if cg else None)
+            pid = spawn.spawn(proc, join=spawn.Join(pid1),
+                              before_start=cg.add if cg else None).pid
         finally:
             if stdin != 0:
                 os.close(stdin)
         return _wait_forwarding(pid)
-    master, slave = os.openpty()
+    ws = attach.winsize(0)
+    proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who, tty=True,
+                         winsize=struct.unpack(">HH", ws) if ws else None)
+    started = spawn.spawn(proc, join=spawn.Join(pid1), before_start=cg.add if cg else None)
+    assert started.master is not None
     try:
-        ws = attach.winsize(0)
-        if ws:
-            attach.set_winsize(master, ws)
-        proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who,
-                             stdio=(slave, slave, slave), tty=True)
-        pid = spawn.spawn(proc, join=spawn.Join(pid1), before_start=cg.add if cg else None)
+        _pty_relay(started.master, started.pid, interactive)
     finally:
-        os.close(slave)
-    try:
-        _pty_relay(master, pid, interactive)
-    finally:
-        os.close(master)
-    return spawn.wait_exit_code(pid)
+        os.close(started.master)
+    return spawn.wait_exit_code(started.pid)
 
 
 def _wait_forwarding(pid: int) -> int:

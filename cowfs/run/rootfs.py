@@ -110,7 +110,9 @@ def _bind(root: str, bind: BindMount) -> None:
         where = f"/proc/self/fd/{fd}"
         ns.mount(bind.source, where, None, ns.MS_BIND | ns.MS_REC)
         if bind.readonly:
-            ns.mount(None, where, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY)
+            # The fd still names the covered dir; the new mount sits on the (symlink-free)
+            # resolved path.
+            ns.mount(None, target, None, ns.MS_BIND | ns.MS_REMOUNT | ns.MS_RDONLY)
     finally:
         os.close(fd)
 

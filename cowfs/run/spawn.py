@@ -11,10 +11,13 @@ Must not know about the store or container state (see ``container``/``supervisor
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
 import signal
+import socket
+import struct
 import termios
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +33,8 @@ CONTAINER_NAMESPACES = (ns.CLONE_NEWNS | ns.CLONE_NEWPID | ns.CLONE_NEWUTS
                         | ns.CLONE_NEWIPC | ns.CLONE_NEWNET)
 """What every container gets; CLONE_NEWUSER is added when not root."""
 SETUP_FAILED = 126  # exit status of a child that failed before exec (like a shell's 126)
+_TIOCGPTN = getattr(termios, "TIOCGPTN", 0x80045430)
+_TIOCSPTLCK = getattr(termios, "TIOCSPTLCK", 0x40045431)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,18 @@ class Process:
     user: str = ""
     stdio: tuple[int, int, int] = (0, 1, 2)
     tty: bool = False
-    """stdio[0] is a pty slave: the process gets a new session with it as controlling tty."""
+    """Allocate a pty *inside* the container's devpts (ignoring ``stdio``): the process gets
+    a new session with its slave as controlling tty; the master comes back to the caller."""
+    winsize: tuple[int, int] | None = None
+    """(rows, cols) set on the pty before the process is exec'd."""
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A process that has exec'd: its host pid and, with ``tty``, the pty master."""
+
+    pid: int
+    master: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +107,8 @@ def _describe(exc: BaseException) -> str:
 # --- parent side -------------------------------------------------------------------------
 
 def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | None = None,
-          before_start: Callable[[int], None] | None = None) -> int:
-    """Start ``process``; return its host pid once it has exec'd.
+          before_start: Callable[[int], None] | None = None) -> Started:
+    """Start ``process``; return its host pid (and pty master) once it has exec'd.
 
     Args:
         process: what to run.
@@ -110,13 +126,17 @@ def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | No
     ns.set_child_subreaper()
     up_r, up_w = os.pipe()      # child -> parent: "maps", "pid N", "err MSG"
     down_r, down_w = os.pipe()  # parent -> child: "go"
+    # pty master fd (SCM_RIGHTS) child -> parent, then "k" once the window size is set
+    console, child_console = socket.socketpair() if process.tty else (None, None)
     helper = os.fork()
     if helper == 0:  # pragma: no cover - runs in the forked helper
         os.close(up_r)
         os.close(down_w)
+        if console is not None:
+            console.close()
         code = 1
         try:
-            _helper(process, isolate, join, up_w, down_r)
+            _helper(process, isolate, join, up_w, down_r, child_console)
             code = 0
         except BaseException as exc:  # must never return into the caller
             try:
@@ -127,7 +147,10 @@ def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | No
             os._exit(code)
     os.close(up_w)
     os.close(down_r)
+    if child_console is not None:
+        child_console.close()
     pid = -1
+    master: int | None = None
     try:
         while True:
             msg = _recv(up_r)
@@ -149,23 +172,60 @@ def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | No
         _send(down_w, "go")
         os.close(down_w)
         down_w = -1
+        if console is not None:
+            master = _receive_master(console, process.winsize)
         msg = _recv(up_r)
         if msg is not None:
             kind, _, rest = msg.partition(" ")
             os.waitpid(pid, 0)
             pid = -1
             raise RunError(rest if kind == "err" else f"start process: unexpected {msg!r}")
-        return pid
+        return Started(pid, master)
     except BaseException:
         if pid > 0:
             _kill_reap(pid)
+        if master is not None:
+            os.close(master)
         raise
     finally:
+        if console is not None:
+            console.close()
         if helper > 0:
             _kill_reap(helper)
         os.close(up_r)
         if down_w >= 0:
             os.close(down_w)
+
+
+def _receive_master(console: socket.socket, winsize: tuple[int, int] | None) -> int | None:
+    """Take the pty master the child opened in its devpts; set the size; let it go on."""
+    try:
+        _, fds, _, _ = socket.recv_fds(console, 1, 1)
+    except OSError:
+        return None
+    if not fds:
+        return None  # the child failed before opening the pty: its error follows
+    master = fds[0]
+    os.set_inheritable(master, False)
+    if winsize is not None:
+        set_winsize(master, *winsize)
+    with contextlib.suppress(OSError):
+        console.sendall(b"k")
+    return master
+
+
+def set_winsize(fd: int, rows: int, cols: int) -> None:
+    """TIOCSWINSZ on a terminal fd."""
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def _open_pty() -> tuple[int, int]:  # pragma: no cover - forked child
+    """Open a pty in the devpts instance mounted at /dev/pts of this mount namespace."""
+    master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    fcntl.ioctl(master, _TIOCSPTLCK, struct.pack("i", 0))  # unlockpt
+    n = struct.unpack("I", fcntl.ioctl(master, _TIOCGPTN, b"\0" * 4))[0]
+    slave = os.open(f"/dev/pts/{n}", os.O_RDWR | os.O_NOCTTY)
+    return master, slave
 
 
 def _kill_reap(pid: int) -> None:
@@ -200,7 +260,8 @@ def wait_exit_code(pid: int) -> int:
 # --- child side (never returns) ---------------------------------------------------------
 
 def _helper(process: Process, isolate: Isolation | None, join: Join | None,
-            up_w: int, down_r: int) -> None:  # pragma: no cover - forked child
+            up_w: int, down_r: int,
+            console: socket.socket | None) -> None:  # pragma: no cover - forked child
     if isolate is not None:
         flags = isolate.flags | (ns.CLONE_NEWUSER if isolate.userns else 0)
         ns.unshare(flags)
@@ -229,7 +290,7 @@ def _helper(process: Process, isolate: Isolation | None, join: Join | None,
     if pid == 0:
         code = SETUP_FAILED
         try:
-            _init(process, isolate, up_w, down_r)
+            _init(process, isolate, up_w, down_r, console)
         except BaseException as exc:  # report, never return
             try:
                 if not isinstance(exc, (OSError, RunError)):
@@ -242,8 +303,8 @@ def _helper(process: Process, isolate: Isolation | None, join: Join | None,
     _send(up_w, f"pid {pid}")
 
 
-def _init(process: Process, isolate: Isolation | None, up_w: int,
-          down_r: int) -> None:  # pragma: no cover - forked child
+def _init(process: Process, isolate: Isolation | None, up_w: int, down_r: int,
+          console: socket.socket | None) -> None:  # pragma: no cover - forked child
     if _recv(down_r) != "go":
         raise RunError("parent went away before the start signal")
     os.close(down_r)
@@ -260,7 +321,15 @@ def _init(process: Process, isolate: Isolation | None, up_w: int,
     stdin, stdout, stderr = process.stdio
     os.setsid()
     if process.tty:
-        fcntl.ioctl(stdin, termios.TIOCSCTTY, 0)
+        assert console is not None
+        master, slave = _open_pty()
+        socket.send_fds(console, [b"m"], [master])
+        os.close(master)
+        if console.recv(1) != b"k":
+            raise RunError("parent went away before taking the pty")
+        console.close()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        stdin = stdout = stderr = slave
     for target, fd in enumerate((stdin, stdout, stderr)):
         if fd != target:
             os.dup2(fd, target)
@@ -279,11 +348,24 @@ def _init(process: Process, isolate: Isolation | None, up_w: int,
         os.setuid(uid)
     env = dict(process.env)
     exe = _find_executable(process.argv[0], env.get("PATH", rootfs.DEFAULT_PATH))
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    _reset_signals()
     try:
         os.execve(exe, list(process.argv), env)
     except OSError as exc:
         raise RunError(f"exec {process.argv[0]}: {exc.strerror}") from None
+
+
+def _reset_signals() -> None:  # pragma: no cover - forked child
+    """Default dispositions and an empty mask: ignored signals survive exec, and a shell
+    cannot trap a signal that was ignored when it started (the supervisor ignores SIGINT)."""
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
 
 
 def _find_executable(name: str, path: str) -> str:  # pragma: no cover - forked child

@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..errors import RunError
+from ..errors import CowfsError, RunError
 from . import attach, cgroups, rootfs, spawn, volumes
 from .container import Container, mount_rootfs, now, proc_start_time, remove, unmount_rootfs
 
@@ -35,13 +35,15 @@ RESET_AFTER: Final = 10.0
 DRAIN_SECONDS: Final = 2.0
 
 
-def launch(c: Container, *, client: socket.socket | None = None) -> int:
+def launch(c: Container, *, client: socket.socket | None = None,
+           winsize: bytes | None = None) -> int:
     """Start ``c`` under a new detached supervisor; return once PID 1 has exec'd.
 
     Args:
         c: a created or exited container.
         client: one end of a socketpair that is attached from the first byte (``run``
             without ``-d``), so no output is lost before a client could connect.
+        winsize: the attached terminal's size (``w`` payload), set before PID 1 starts.
 
     Returns:
         The supervisor's pid.
@@ -58,7 +60,7 @@ def launch(c: Container, *, client: socket.socket | None = None) -> int:
             if os.fork() != 0:
                 os._exit(0)
             _daemon_stdio(c)
-            code = Supervisor(c, ready_fd=ready_w, client=client).run()
+            code = Supervisor(c, ready_fd=ready_w, client=client, winsize=winsize).run()
         except BaseException:  # never return into the CLI's code
             log.exception("supervisor of %s failed", c.name)
             code = 1
@@ -103,7 +105,7 @@ class Supervisor:
     """Runs one container until it stops for good (policy says no restart, or stop)."""
 
     def __init__(self, c: Container, *, ready_fd: int | None = None,
-                 client: socket.socket | None = None) -> None:
+                 client: socket.socket | None = None, winsize: bytes | None = None) -> None:
         self.c = c
         self.ready_fd = ready_fd
         self.clients: dict[socket.socket, attach.FrameReader] = {}
@@ -113,7 +115,8 @@ class Supervisor:
         self.logf = open(c.log_path, "ab")  # noqa: SIM115 - closed in run()
         self.listener: socket.socket | None = None
         self.stopping = False
-        self.winsize: bytes | None = None
+        self.error = ""
+        self.winsize: bytes | None = winsize
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -134,10 +137,11 @@ class Supervisor:
                 started = time.monotonic()
                 try:
                     run = self._start()
-                except RunError as exc:
+                except CowfsError as exc:
                     self.c.update_state(Status="exited", ExitCode=spawn.SETUP_FAILED,
                                         Error=str(exc), FinishedAt=now(), Pid=0)
-                    self._ready(f"err {exc}")
+                    # reported after cleanup (_finish), so the caller never races it
+                    self.error = str(exc)
                     code = spawn.SETUP_FAILED
                     break
                 self._ready(f"ok {me}")
@@ -194,7 +198,7 @@ class Supervisor:
         if self.listener is not None:
             self.listener.close()
         self.logf.close()
-        self._ready(f"err start container {self.c.name}: supervisor stopped")
+        self._ready(f"err {self.error or f'start container {self.c.name}: supervisor stopped'}")
 
     def _listen(self) -> None:
         dfd = os.open(self.c.dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -214,7 +218,7 @@ class Supervisor:
 
     def _start(self) -> _Run:
         c = self.c
-        mount_rootfs(c)
+        backend = mount_rootfs(c)
         binds = tuple(
             rootfs.BindMount(volumes.host_source(c.root, m), str(m["Destination"]),
                              not m.get("RW", True))
@@ -225,15 +229,10 @@ class Supervisor:
         child_fds: list[int] = []
         run_fds: dict[int, bytes] = {}
         stdin_w: int | None = None
-        master: int | None = None
+        tty = bool(c.config.get("Tty"))
         try:
-            if c.config.get("Tty"):
-                master, slave = os.openpty()
-                if self.winsize:
-                    attach.set_winsize(master, self.winsize)
-                child_fds.append(slave)
-                stdio = (slave, slave, slave)
-                run_fds[master] = b"o"
+            if tty:
+                stdio = (0, 1, 2)  # unused: the child opens a pty in its own devpts
             else:
                 if c.config.get("OpenStdin"):
                     stdin_r, stdin_w = os.pipe()
@@ -245,13 +244,14 @@ class Supervisor:
                 run_fds[out_r] = b"o"
                 run_fds[err_r] = b"e"
                 stdio = (stdin_r, out_w, err_w)
+            ws = struct.unpack(">HH", self.winsize[:4]) if self.winsize else None
             proc = spawn.Process(argv=list(c.config["Argv"]), env=_env(c.config["Env"]),
                                  cwd=str(c.config.get("WorkingDir") or "/"),
-                                 user=str(c.config.get("User") or ""), stdio=stdio,
-                                 tty=bool(c.config.get("Tty")))
+                                 user=str(c.config.get("User") or ""), stdio=stdio, tty=tty,
+                                 winsize=(ws[0], ws[1]) if ws else None)
             iso = spawn.Isolation(rootfs=rootfs.RootfsPlan(c.merged, binds),
                                   hostname=str(c.config.get("Hostname") or c.id[:12]))
-            pid = spawn.spawn(proc, isolate=iso, before_start=cg.add if cg else None)
+            started = spawn.spawn(proc, isolate=iso, before_start=cg.add if cg else None)
         except BaseException:
             for fd in [*run_fds, *([stdin_w] if stdin_w is not None else [])]:
                 os.close(fd)
@@ -261,9 +261,12 @@ class Supervisor:
         finally:
             for fd in child_fds:
                 os.close(fd)
+        pid, master = started.pid, started.master
+        if master is not None:
+            run_fds[master] = b"o"
         c.update_state(Status="running", Pid=pid, PidStart=proc_start_time(pid),
                        StartedAt=now(), ExitCode=0, OOMKilled=False, Error="",
-                       Cgroup=cg.paths if cg else {})
+                       Cgroup=cg.paths if cg else {}, Backend=backend)
         run = _Run(pid=pid, pidfd=os.pidfd_open(pid), cgroup=cg, stdin_w=stdin_w,
                    outputs=run_fds, master=master)
         for fd in run_fds:
