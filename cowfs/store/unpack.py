@@ -157,6 +157,20 @@ def unpack_layer(src: BinaryIO, dest: str, *, rootless: bool | None = None,
     return result
 
 
+def _current_umask() -> int:
+    """The process umask, read without changing it when /proc allows."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def _split(name: bytes) -> list[bytes]:
     """Clean an entry name lexically into components; refuse escaping the root."""
     comps = name.split(b"/")
@@ -204,9 +218,7 @@ class _Extractor:
         self.opaque_name = fmt.opaque_xattr(rootless)
         self.euid, self.egid = os.geteuid(), os.getegid()
         self.always_chown = bool(st.st_mode & stat.S_ISGID)
-        umask = os.umask(0o022)
-        os.umask(umask)
-        self.umask = umask
+        self.umask = _current_umask()
         self.cache: dict[bytes, int] = {b"": self.root}
         self.deferred: dict[bytes, TarEntry] = {}
         self.whiteouts: set[bytes] = set()
@@ -340,7 +352,11 @@ class _Extractor:
                 self._trim_cache()
                 self.apply(tar, e)
             self.finish()
+        except ValueError as exc:  # an embedded NUL in a link target or xattr name
+            raise CorruptLayer(f"unpack layer: {self.current!r}: {exc}") from None
         except OSError as exc:
+            if exc.errno in (errno.ENAMETOOLONG, errno.EFBIG):
+                raise CorruptLayer(f"unpack layer: {self.current!r}: {exc.strerror}") from None
             raise StoreError(f"unpack layer: {self.current!r}: {exc}") from exc
 
     def apply(self, tar: TarReader, e: TarEntry) -> None:

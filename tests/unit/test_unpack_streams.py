@@ -112,6 +112,10 @@ def test_refused_shapes(tmp: Path) -> None:
     raw[1024 + 148] ^= 1  # second header checksum broken
     with pytest.raises(CorruptLayer, match="checksum"):
         unpack(bytes(raw), tmp / "b")
+    with pytest.raises(CorruptLayer, match="too long"):
+        unpack(bytes(LayerTar().file("n" * 300, b"x")), tmp / "c")
+    with pytest.raises(CorruptLayer, match="null"):
+        unpack(bytes(LayerTar().symlink("s", "x" * 120 + "\0y")), tmp / "e")
     tr = TarReader(io.BytesIO(bytes(raw[:512]) + b"\0" * 1024))  # type: ignore[arg-type]
     assert tr.next() is not None and tr.next() is None and tr.ended_cleanly
 
