@@ -284,6 +284,11 @@ def mount(
     if register:
         try:
             _register(rdir, record)
+        except OSError as exc:
+            # The mount works; only `cowfs mounts` will not know it.
+            log.warning("mount %s: cannot record it in %s: %s", mergeddir, rdir,
+                        exc.strerror or exc)
+            m._registered = False
         except BaseException:
             m.unmount()
             raise
@@ -332,7 +337,11 @@ def _mount_kernel(lowerdirs: list[str], upperdir: str | None, workdir: str | Non
 
 def _empty_dir(run_dir: str) -> str:
     path = os.path.join(run_dir, EMPTY_DIR)
-    os.makedirs(path, mode=0o755, exist_ok=True)
+    try:
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise MountError(f"mount overlay: a read-only mount of one layer needs the empty dir "
+                         f"{path}: {exc.strerror}") from None
     if os.listdir(path):
         raise MountError(f"mount overlay: {path} must stay empty but holds entries")
     return path

@@ -308,3 +308,16 @@ def test_an_upper_in_use_is_refused(layers: list[Path], tmp_path: Path, run_dir:
             cowfs.mount(layers, tmp_path / "u2", tmp_path / "w", run_dir=run_dir)
     with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m2:
         assert m2.mounted
+
+
+def test_unwritable_run_dir_still_mounts(layers: list[Path], tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "file").write_text("")
+    bad = str(tmp_path / "file" / "run")
+    with caplog.at_level(logging.WARNING, logger="cowfs.driver"), \
+            cowfs.mount(layers, backend="kernel", run_dir=bad) as m:
+        assert sorted(os.listdir(m.mergeddir)) == ["a", "b"]
+    assert "cannot record it in" in caplog.text
+    assert not m.mounted
+    with pytest.raises(cowfs.CowfsError, match="needs the empty dir"):
+        cowfs.mount(layers[0], backend="kernel", run_dir=bad)
