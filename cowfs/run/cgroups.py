@@ -237,6 +237,21 @@ def of_pid(pid: int) -> Cgroup | None:
     return cg1 if cg1.paths else None
 
 
+def paths_of(container_id: str) -> list[str]:
+    """Every cowfs cgroup dir that exists for ``container_id`` (also after a crash)."""
+    roots = set(_v1_roots().values())
+    for mnt, fstype, _ in _mountinfo():
+        if fstype == "cgroup2":
+            roots.add(mnt)
+    return [p for p in (os.path.join(r, PARENT, container_id) for r in sorted(roots))
+            if os.path.isdir(p)]
+
+
+def remove_leftovers(container_id: str) -> None:
+    """Remove cgroup dirs a crashed supervisor left for ``container_id``."""
+    Cgroup(version=1, paths={p: p for p in paths_of(container_id)}).remove()
+
+
 def parse_memory(text: str) -> int:
     """Parse ``256m``/``1g``/``512k``/bytes like docker's --memory."""
     units = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

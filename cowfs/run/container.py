@@ -24,6 +24,7 @@ from typing import Any, Final
 from .. import driver, format as fmt
 from .._sys import ns
 from ..errors import Conflict, CowfsError, NotFound, RunError, UsageError
+from . import cgroups
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +267,7 @@ def remove(c: Container, *, force: bool = False) -> None:
             raise Conflict(f"remove container {c.name}: it is running (stop it or use -f)")
         kill_all(c)
     unmount_rootfs(c)
+    cgroups.remove_leftovers(c.id)
     trash = os.path.join(containers_dir(c.root), f".rm-{c.id}")
     try:
         os.rename(c.dir, trash)

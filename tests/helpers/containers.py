@@ -130,15 +130,6 @@ def cleanup_store(root: str) -> None:
                 pass
         container.kill_all(c)
         container.remove(c, force=True)
-        from cowfs.run import cgroups
-
-        for path in ("memory", "pids", "cpu"):
-            d = f"/sys/fs/cgroup/{path}/{cgroups.PARENT}/{c.id}"
-            if os.path.isdir(d):
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    pass
 
 
 @pytest.fixture(scope="session")

@@ -193,6 +193,11 @@ def test_host_crash_keeps_image_layers_writable_layer_and_volumes(env: Env) -> N
     assert env.cli("start", "--all").stdout.split() == ["hc"]
     _running(env, "hc")
     assert env.cli("exec", "hc", "cat", "/root/w", "/data/v").stdout == "w\nv\n"
+    from cowfs.run import cgroups
+
+    env.cli("rm", "-f", "hc")
+    assert cgroups.paths_of(c.id) == []
+    assert open_store(env.root).fsck() == []
 
 
 def test_processes_spawned_by_fork_exec_in_namespaces_and_cgroups(env: Env) -> None:
