@@ -11,6 +11,7 @@ import pytest
 
 import cowfs
 from cowfs import driver
+from cowfs.driver import _backends
 from cowfs.format import WH_PREFIX_STR, WhiteoutDialect
 
 pytestmark = [pytest.mark.needs_fuse]
@@ -139,7 +140,7 @@ def test_fuse_option_string_escapes() -> None:
 def test_fuse_failure_message_keeps_the_cause() -> None:
     err = ("fuse: failed to open /dev/fuse: Permission denied\nTraceback (most recent call "
            "last):\n  noise\ncowfs-overlay: mount /m: fuse_session_mount failed\n")
-    assert driver._fuse_failure(err) == (
+    assert _backends.fuse_failure(err) == (
         "fuse: failed to open /dev/fuse: Permission denied; "
         "cowfs-overlay: mount /m: fuse_session_mount failed")
 
@@ -150,7 +151,7 @@ def test_fuse_mount_failure_is_one_clear_error(tmp_path: Path) -> None:
     # upper and work given but work is a file: the program refuses, the driver says why
     (tmp_path / "work").write_text("")
     with pytest.raises(cowfs.CowfsError, match=r"mount .* with cowfs-overlay: .+"):
-        driver._mount_fuse([str(lower)], str(tmp_path / "u"), str(tmp_path / "work"),
+        _backends.mount_fuse([str(lower)], str(tmp_path / "u"), str(tmp_path / "work"),
                            str(tmp_path), False, ())
     assert str(tmp_path) not in driver.mountinfo()
 
