@@ -48,7 +48,13 @@ def _handler(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                ops = args[0]
+                assert isinstance(ops, Operations)
+                if ops.stale:
+                    ops.flush_invalidations()
         except pyfuse3.FUSEError:
             raise
         except OSError as exc:
@@ -80,6 +86,9 @@ class Operations(pyfuse3.Operations):
         self.opts = opts
         self.inodes = InodeTable()
         self.handles = HandleTable()
+        # The core's list of kernel caches its side effects made stale (drained after
+        # every request); a core without it gets the plain behaviour.
+        self.stale: list[tuple[int, bytes | None]] = getattr(overlay, "invalidations", [])
         # ino -> xattr names known to be absent. The kernel asks for security.capability
         # before every write(2) (file_remove_privs) and FUSE never caches the answer; every
         # xattr change goes through this mount, so a miss stays a miss until set/remove.
@@ -135,6 +144,27 @@ class Operations(pyfuse3.Operations):
     def _caller(ctx: pyfuse3.RequestContext) -> Caller:
         # The kernel has already applied the umask to the mode (no FUSE_CAP_DONT_MASK).
         return Caller(uid=ctx.uid, gid=ctx.gid, umask=0)
+
+    def flush_invalidations(self) -> None:
+        """Tell the kernel about cache entries the core's side effects made stale.
+
+        A copy-up changes what the kernel may have cached for 1e9 s: a directory that
+        becomes merged reports nlink 1, a copied-up lower hardlink loses its other names
+        (they now show the lower file as another inode). Attribute invalidation does not
+        block; entry invalidation takes the parent's lock, which the client holding it for
+        this very request would never release, so it goes through pyfuse3's notify thread.
+        """
+        pending = self.stale[:]
+        self.stale.clear()
+        for ino, name in pending:
+            if name is None:
+                try:
+                    pyfuse3.invalidate_inode(ino, attr_only=True)
+                except OSError as exc:
+                    if exc.errno != errno.ENOENT:  # ENOENT: the kernel does not know it
+                        log.warning("invalidate attributes of %d: %s", ino, exc)
+            else:
+                pyfuse3.invalidate_entry_async(ino, name, ignore_enoent=True)
 
     # --- lifecycle ---------------------------------------------------------------
     def destroy(self) -> None:
@@ -265,9 +295,9 @@ class Operations(pyfuse3.Operations):
                 done += n
         return done
 
-    @_handler
-    def flush(self, fh: int) -> None:
-        self.handles.file(fh)
+    # No flush handler: pyfuse3 answers ENOSYS and the kernel stops sending FLUSH (one
+    # request less per close(2)). The kernel still writes dirty pages back before release,
+    # POSIX locks are kept by the kernel (no lock handlers), and nothing here needs close().
 
     @_handler
     def release(self, fh: int) -> None:

@@ -27,9 +27,9 @@ def stack(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
     (low / "tool").write_text("#!/bin/sh\necho tool ran\n")
     (low / "tool").chmod(0o755)
     (low / "tree").mkdir()
-    for i in range(40):
+    for i in range(150):
         (low / "tree" / f"d{i}").mkdir()
-        for j in range(50):
+        for j in range(20):
             (low / "tree" / f"d{i}" / f"f{j}").write_bytes(b"%d/%d" % (i, j))
     return low, up, work, mnt
 
@@ -117,10 +117,11 @@ def test_no_fd_per_inode_and_forget_after_walks(stack: tuple[Path, ...]) -> None
     with overlay_mount(mnt, [low], up, work) as m:
         for _ in range(2):
             n = sum(len(files) for _d, _s, files in os.walk(mnt))
-            assert n == 2 + 40 * 50
+            assert n == 2 + 150 * 20
             Path("/proc/sys/vm/drop_caches").write_text("2\n")  # the kernel forgets
         fds = os.listdir(f"/proc/{m.pid}/fd")
-        assert len(fds) < 40, f"daemon holds {len(fds)} fds after walking 2000 files"
+        # The core may cache a bounded number of dir fds per layer; never one per inode.
+        assert len(fds) < 150, f"daemon holds {len(fds)} fds after walking 3150 inodes"
         # Names the kernel forgot are looked up again correctly.
         assert (mnt / "tree" / "d7" / "f9").read_bytes() == b"7/9"
 
@@ -143,4 +144,4 @@ def test_dot_entries_in_listing(stack: tuple[Path, ...]) -> None:
         r = subprocess.run(["ls", "-a", str(mnt / "tree" / "d3")], capture_output=True,
                            text=True, check=True)
         names = r.stdout.split()
-        assert names[:2] == [".", ".."] and len(names) == 52
+        assert names[:2] == [".", ".."] and len(names) == 22
