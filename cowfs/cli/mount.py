@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
         m = driver.mount_image(open_store(root), args.args[0], upper=args.upper,
                                work=args.work, target=target, backend=args.backend,
-                               volatile=args.volatile)
+                               volatile=args.volatile, userxattr=args.userxattr)
     if args.json:
         print_json({"MergedDir": m.mergeddir, "LowerDir": ":".join(m.lowerdirs),
                     "UpperDir": m.upperdir, "WorkDir": m.workdir, "Backend": m.backend})

@@ -353,6 +353,7 @@ def mount_image(
     target: str | os.PathLike[str] | None = None,
     backend: str = AUTO,
     volatile: bool = False,
+    userxattr: bool | None = None,
     register: bool = True,
 ) -> Mount:
     """Mount image ``ref`` of ``store`` (its layers as lowers, top first).
@@ -366,4 +367,4 @@ def mount_image(
     if not isinstance(dialect, WhiteoutDialect):
         dialect = read_store_dialect(store.root)
     return mount(lowers, upper, work, target, backend, run_dir=store.run_dir, dialect=dialect,
-                 volatile=volatile, register=register)
+                 volatile=volatile, userxattr=userxattr, register=register)

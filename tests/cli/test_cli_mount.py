@@ -92,6 +92,9 @@ def test_mount_image_from_store(tmp_path: Path) -> None:
         assert os.listdir(mnt / "d") == []  # the top layer's whiteout hides d/x
     finally:
         assert cowfs_cli(root, "umount", str(mnt)).returncode == 0
+    # a root store (trusted.overlay xattrs) cannot be read by userxattr kernel overlay
+    r = cowfs_cli(root, "mount", "--backend", "kernel", "--userxattr", "demo:1", str(mnt))
+    assert r.returncode == 6 and "userxattr mode" in r.stderr, r.stderr
     # read-only by default
     r = cowfs_cli(root, "mount", "--backend", "kernel", "demo:1", str(mnt))
     assert r.returncode == 0, r.stderr
