@@ -72,3 +72,23 @@ def test_verify_tree_catches_a_wrong_view(tmp_path: Path) -> None:
     problems = fixture.verify_tree(fx.layer_dirs[0], fx.expected)
     assert problems
     assert fx.summary()["whiteouts"] > 0 and fx.summary()["opaque_dirs"] == 1
+
+
+@pytest.mark.needs_tool("umoci", "runc")
+def test_sections_run_in_the_same_command(tmp_path: Path) -> None:
+    """The unpack and run-latency sections are found, called and reported (tiny scale)."""
+    out = tmp_path / "s.json"
+    cmd = [sys.executable, "-m", "benchmarks", "--scale", "0.01", "--rounds", "1", "-q",
+           "--only", "unpack,run", "--json", str(out), "--md", str(tmp_path / "s.md"),
+           "--work", str(tmp_path / "w")]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(out.read_text())
+    assert set(doc["sections"]) == {"unpack", "run"}
+    for name, sec in doc["sections"].items():
+        assert "unavailable" not in sec, (name, sec)
+        assert sec["result"]["rows"], name
+    assert all(row["same_tree_as_tar"] for row in doc["sections"]["unpack"]["result"]["rows"])
+    md = (tmp_path / "s.md").read_text()
+    assert "## Section: unpack" in md and "## Section: run" in md
