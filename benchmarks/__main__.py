@@ -40,6 +40,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
                        [*BY_NAME, *SECTIONS]) + ")")
     p.add_argument("--impl", default=",".join(ALL), help="comma list of columns: " + ",".join(ALL))
     p.add_argument("--fio-runtime", type=float, default=5.0, help="seconds per fio sample")
+    p.add_argument("--sample-timeout", type=float, default=600.0,
+                   help="watchdog: end a sample (kill its daemon) after this many seconds")
     p.add_argument("--json", default=str(HERE / ".work" / "results.json"), help="JSON output")
     p.add_argument("--md", default=str(HERE / "RESULTS.md"),
                    help="Markdown output ('' for none)")
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     opts = Options(work=Path(a.work).resolve(), backing=a.backing, scale=a.scale,
                    rounds=a.rounds, only=[x for x in only if x not in SECTIONS], impls=impls,
-                   fio_runtime=a.fio_runtime, log=not a.quiet)
+                   fio_runtime=a.fio_runtime, log=not a.quiet, sample_timeout=a.sample_timeout)
     sections = [s for s in SECTIONS if not a.no_sections and (not only or s in only)]
     workloads = select_workloads(opts.only) if (not only or opts.only) else []
     doc = run_all(opts, workloads, sections, argv)

@@ -37,6 +37,7 @@ class Options:
     impls: list[str] = field(default_factory=lambda: list(ALL))
     fio_runtime: float = 5.0
     log: bool = True
+    sample_timeout: float = SAMPLE_TIMEOUT
 
 
 def say(opts: Options, msg: str) -> None:
@@ -173,7 +174,7 @@ class Runner:
         ctx = Ctx(self.fx, impl, mnt, upper, work, self.opts.fio_runtime)
         rec: dict[str, Any] = {"round": rnd, "workload": w.name, "impl": impl.name,
                                "load1": os.getloadavg()[0]}
-        dog = threading.Timer(SAMPLE_TIMEOUT, impl.kill, [mnt])
+        dog = threading.Timer(self.opts.sample_timeout, impl.kill, [mnt])
         dog.daemon = True
         try:
             if w.cold:
