@@ -128,3 +128,48 @@ def test_inside_unshare_chooses_kernel_with_userxattr(shared_dir: Path) -> None:
     # a store written with trusted.* xattrs cannot be read by userxattr kernel overlay
     backend, reason = out["chardev"]
     assert backend == "fuse" and "userxattr mode" in reason
+
+
+ROOTLESS_IMAGE = textwrap.dedent("""
+    import functools, io, json, os, sys
+    from helpers.layers import LayerTar
+    import cowfs
+    from cowfs import driver
+    base = sys.argv[1]
+    store = cowfs.open_store(os.path.join(base, "store"))
+    low = LayerTar().dir("d").file("d/x", b"x").file("keep", b"k")
+    top = LayerTar().opaque("d").file("d/y", b"y").whiteout("keep")
+    cfg = {"architecture": "amd64", "os": "linux",
+           "rootfs": {"type": "layers", "diff_ids": [low.diff_id(), top.diff_id()]}}
+    store.import_layers([functools.partial(io.BytesIO, bytes(t)) for t in (low, top)], cfg,
+                        tags=["rootless:1"])
+    with driver.mount_image(store, "rootless:1", upper=os.path.join(base, "u"),
+                            work=os.path.join(base, "w")) as m:
+        out = {"dialect": store.dialect.value, "backend": m.backend,
+               "userxattr": m.record.userxattr, "root": sorted(os.listdir(m.mergeddir)),
+               "d": sorted(os.listdir(os.path.join(m.mergeddir, "d")))}
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.needs_root
+@pytest.mark.needs_userns
+@pytest.mark.needs_tool("setpriv", "unshare")
+def test_rootless_store_image_mounts_with_kernel_userxattr(shared_dir: Path) -> None:
+    """The whole rootless path: a store opened in ``unshare -Ur`` records the userxattr
+    dialect, its layers carry ``user.overlay.opaque``, and auto mounts them with the
+    kernel in userxattr mode (opaque dirs and whiteouts honoured)."""
+    shutil.copytree(REPO / "tests" / "helpers", shared_dir / "src" / "helpers",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    for root, dirs, files in os.walk(shared_dir / "src" / "helpers"):
+        for name in [root, *(os.path.join(root, n) for n in dirs + files)]:
+            os.chown(name, NOBODY, NOBODY)
+    # stdlib only: uncompressed layers need no third-party decompressor
+    cmd = [*SETPRIV, "env", f"PYTHONPATH={shared_dir / 'src'}", "PYTHONDONTWRITEBYTECODE=1",
+           "unshare",
+           "-Urm", _python(), "-c", ROOTLESS_IMAGE, str(shared_dir)]
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out == {"dialect": "chardev-userxattr", "backend": "kernel", "userxattr": True,
+                   "root": ["d"], "d": ["y"]}
