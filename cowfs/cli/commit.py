@@ -12,6 +12,8 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("commit", help="create a new image from a container's changes")
     p.add_argument("-a", "--author", default="")
     p.add_argument("-m", "--message", default="")
+    p.add_argument("--naive", action="store_true",
+                   help="diff the mounted trees instead of reading the upper dir")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ref", metavar="NAME:TAG")
     p.set_defaults(func=run)
@@ -19,6 +21,7 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     c = container.lookup(store_root(args), args.container)
-    image = commit.commit(c, args.ref, author=args.author, message=args.message)
+    image = commit.commit(c, args.ref, author=args.author, message=args.message,
+                          naive=True if args.naive else None)
     print(image.id)
     return 0
