@@ -215,13 +215,14 @@ def mount(
     upperdir, workdir = _upper_work(upper, work)
     rdir = os.path.abspath(run_dir or default_run_dir())
     temp_target = target is None
-    mergeddir = os.path.realpath(
-        tempfile.mkdtemp(prefix="cowfs-merged-") if target is None
-        else _existing_dir("target", target))
-    if register and not temp_target:
-        refuse_double_mount(rdir, mergeddir)
     if register and upperdir is not None:
         refuse_shared_upper(rdir, upperdir, workdir)
+    if target is not None:
+        mergeddir = os.path.realpath(_existing_dir("target", target))
+        if register:
+            refuse_double_mount(rdir, mergeddir)
+    else:
+        mergeddir = os.path.realpath(tempfile.mkdtemp(prefix="cowfs-merged-"))
     try:
         chosen, method, ux = _do_mount(backend, lowerdirs, upperdir, workdir, mergeddir, rdir,
                                        dialect, userxattr, volatile, kernel_options,

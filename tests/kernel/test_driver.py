@@ -299,15 +299,24 @@ def test_garbage_in_the_registry_is_skipped(layers: list[Path], run_dir: str,
     assert caplog.text.count("skipping unreadable") >= 2
 
 
-def test_an_upper_in_use_is_refused(layers: list[Path], tmp_path: Path, run_dir: str) -> None:
-    """The kernel (index=off) only warns about a shared upper; the driver refuses it."""
+def test_an_upper_in_use_is_refused(layers: list[Path], tmp_path: Path, run_dir: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel (index=off) only warns about a shared upper; the driver refuses it
+    (and leaves no temp mount point behind)."""
+    import tempfile
+
+    temp = tmp_path / "tmpdir"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m:
         with pytest.raises(Conflict, match=f"in use by the cowfs mount at {m.mergeddir}"):
             cowfs.mount(layers, tmp_path / "u", tmp_path / "w2", run_dir=run_dir)
         with pytest.raises(Conflict, match="in use"):
             cowfs.mount(layers, tmp_path / "u2", tmp_path / "w", run_dir=run_dir)
+        assert os.listdir(temp) == [os.path.basename(m.mergeddir)]
     with cowfs.mount(layers, tmp_path / "u", tmp_path / "w", run_dir=run_dir) as m2:
         assert m2.mounted
+    assert os.listdir(temp) == []
 
 
 def test_unwritable_run_dir_still_mounts(layers: list[Path], tmp_path: Path,
