@@ -120,8 +120,15 @@ class Operations(pyfuse3.Operations):
             a.st_uid = opts.squash_uid
         if opts.squash_gid is not None:
             a.st_gid = opts.squash_gid
-        if opts.static_nlink and stat.S_ISDIR(st.st_mode):
-            a.st_nlink = 1
+        if st.st_nlink > 1:
+            if stat.S_ISDIR(st.st_mode):
+                if opts.static_nlink:
+                    a.st_nlink = 1
+            else:
+                # Hardlinks share one node id (pyfuse3 ties it to st_ino), but a copy-up
+                # must copy the name the caller used. Revalidating their dentries on every
+                # path walk makes that name the one the core saw last.
+                a.entry_timeout = 0
         return a
 
     def _entry(self, parent: int, st: os.stat_result) -> pyfuse3.EntryAttributes:
