@@ -78,6 +78,10 @@ class Impl:
     def after_mount(self, mnt: str) -> None:
         """Right after a mount (untimed): note what cleanup needs (the daemon's pid)."""
 
+    def daemon_pids(self, mnt: str) -> list[int]:
+        """The daemon serving `mnt` (FUSE columns), for CPU accounting."""
+        return []
+
     def kill(self, mnt: str) -> None:
         """Watchdog: end a hung sample (SIGKILL our daemon, lazy unmount)."""
         self.cleanup(mnt)
@@ -148,6 +152,9 @@ class FuseProgram(Impl):
 
     def after_mount(self, mnt: str) -> None:
         self._pids[mnt] = _daemon_pids(mnt)
+
+    def daemon_pids(self, mnt: str) -> list[int]:
+        return list(self._pids.get(mnt, []))
 
     def unmount(self, mnt: str) -> None:
         subprocess.run(["fusermount3", "-u", mnt], check=True, capture_output=True)

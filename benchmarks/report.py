@@ -55,8 +55,15 @@ def summarize(samples: list[dict[str, Any]], impls: list[str]) -> dict[str, Any]
     geomeans_all = {ref: {impl: _geomean(list(m.values())) for impl, m in per.items()}
                     for ref, per in ratios.items()}
     paired, round_geo = _paired(samples, impls)
+    cpu: dict[str, dict[str, float]] = {}
+    for metric in METRICS:
+        for impl in impls:
+            xs = [s["daemon_cpu"][metric] for s in samples
+                  if s["impl"] == impl and s["ok"] and metric in s.get("daemon_cpu", {})]
+            if xs:
+                cpu.setdefault(metric, {})[impl] = statistics.median(xs)
     return {"stats": stats, "ratios": ratios, "geomean": geomeans, "geomean_all": geomeans_all,
-            "paired": paired, "round_geomean": round_geo}
+            "paired": paired, "round_geomean": round_geo, "daemon_cpu": cpu}
 
 
 def _paired(samples: list[dict[str, Any]], impls: list[str]) -> tuple[Any, Any]:
@@ -206,6 +213,7 @@ def markdown(doc: dict[str, Any]) -> str:
         rows.append(["geomean incl. mount/unmount",
                      *[_ratio(summ["geomean_all"][ref].get(i)) for i in impls]])
         lines += [*_table(["metric", *impls], rows), ""]
+    lines += _cpu_table(summ)
     tg = targets(summ)
     if tg:
         lines += ["## Issue 8 targets for `cowfs-fuse`", ""]
@@ -220,6 +228,31 @@ def markdown(doc: dict[str, Any]) -> str:
     for name, sec in doc.get("sections", {}).items():
         lines += [f"## Section: {name}", "", *_section(sec), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cpu_table(summ: dict[str, Any]) -> list[str]:
+    """FUSE daemons' CPU (user + system) during the timed part, and as a share of wall time."""
+    cpu = summ.get("daemon_cpu", {})
+    cols = sorted({i for row in cpu.values() for i in row})
+    if not cpu or not cols:
+        return []
+    rows = []
+    for metric, row in cpu.items():
+        cells = []
+        for impl in cols:
+            c, wall = row.get(impl), summ["stats"].get(metric, {}).get(impl, {}).get("median")
+            if c is None:
+                cells.append("-")
+            elif metric in HIGHER_IS_BETTER or not wall:
+                cells.append(f"{c * 1000:,.0f}")
+            else:
+                cells.append(f"{c * 1000:,.0f} ({c / wall:.0%})")
+        rows.append([metric, *cells])
+    return ["## FUSE daemon CPU during the timed part", "",
+            "user + system ms of the daemon process (all threads), median over rounds; in "
+            "parentheses as a share of the wall time (10 ms clock-tick resolution). fio: "
+            "over the whole fio run, layout included.", "",
+            *_table(["metric", *cols], rows), ""]
 
 
 def _spread(xs: list[float]) -> str:

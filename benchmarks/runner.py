@@ -182,6 +182,7 @@ class Runner:
             if w.mounted:
                 impl.mount(self.fx.lowerdirs, upper, work, mnt)
                 impl.after_mount(mnt)
+                ctx.pids = impl.daemon_pids(mnt)
             dog.start()
             try:
                 res = w.fn(ctx)
@@ -190,6 +191,7 @@ class Runner:
                     impl.unmount(mnt)
                     impl.settle(mnt)
             rec["metrics"], rec["problems"] = res.metrics, res.problems
+            rec["daemon_cpu"] = res.daemon_cpu
         except Exception as exc:
             rec["metrics"] = {}
             rec["problems"] = [f"{type(exc).__name__}: {exc}"]

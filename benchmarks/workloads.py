@@ -8,13 +8,14 @@ Every column runs exactly the same code, so the harness's own cost is the same f
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import stat
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from cowfs import format as fmt
@@ -30,6 +31,29 @@ UNITS = {"fio_randrw_iops": "IOPS"}
 
 
 @dataclass(slots=True)
+class Result:
+    metrics: dict[str, float] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    daemon_cpu: dict[str, float] = field(default_factory=dict)  # metric -> CPU seconds
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU of the given processes (all their threads, exited ones included)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b") ", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / _CLK_TCK
+
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(slots=True)
 class Ctx:
     """One sample: a fixture, an implementation, and (for mounted workloads) a live mount."""
 
@@ -39,12 +63,19 @@ class Ctx:
     upper: str
     work: str
     fio_runtime: float = 5.0
+    pids: list[int] = field(default_factory=list)  # the FUSE daemon, if any
 
-
-@dataclass(slots=True)
-class Result:
-    metrics: dict[str, float] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
+    @contextlib.contextmanager
+    def timed(self, r: Result, metric: str, *, record: bool = True) -> Iterator[None]:
+        """Time the block as `metric` (unless `record` is false); note the daemon's CPU."""
+        c0 = _cpu_seconds(self.pids) if self.pids else 0.0
+        t0 = time.perf_counter()
+        yield
+        t1 = time.perf_counter()
+        if record:
+            r.metrics[metric] = t1 - t0
+        if self.pids:
+            r.daemon_cpu[metric] = _cpu_seconds(self.pids) - c0
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,22 +171,19 @@ def _check_walk(ctx: Ctx, r: Result, got: tuple[int, int], what: str) -> None:
 
 def walk_cold_hot(ctx: Ctx) -> Result:
     r = Result()
-    t0 = time.perf_counter()
-    cold = _walk(ctx.mnt)
-    t1 = time.perf_counter()
-    hot = _walk(ctx.mnt)
-    t2 = time.perf_counter()
+    with ctx.timed(r, "walk_cold"):
+        cold = _walk(ctx.mnt)
+    with ctx.timed(r, "walk_hot"):
+        hot = _walk(ctx.mnt)
     _check_walk(ctx, r, cold, "walk_cold")
     _check_walk(ctx, r, hot, "walk_hot")
-    r.metrics = {"walk_cold": t1 - t0, "walk_hot": t2 - t1}
     return r
 
 
 def walk_warm(ctx: Ctx) -> Result:
     r = Result()
-    t0 = time.perf_counter()
-    got = _walk(ctx.mnt)
-    r.metrics = {"walk_warm": time.perf_counter() - t0}
+    with ctx.timed(r, "walk_warm"):
+        got = _walk(ctx.mnt)
     _check_walk(ctx, r, got, "walk_warm")
     return r
 
@@ -175,14 +203,12 @@ def _smallread(ctx: Ctx, first: str, second: str | None) -> Result:
     r = Result()
     paths = [f"{ctx.mnt}/{p}" for p in ctx.fx.desc.small_files]
     want = sum(ctx.fx.expected[p].size for p in ctx.fx.desc.small_files)
-    t0 = time.perf_counter()
-    got = _read_small(paths)
-    r.metrics[first] = time.perf_counter() - t0
+    with ctx.timed(r, first):
+        got = _read_small(paths)
     _expect(r.problems, f"{first} bytes", got, want)
     if second:
-        t0 = time.perf_counter()
-        got = _read_small(paths)
-        r.metrics[second] = time.perf_counter() - t0
+        with ctx.timed(r, second):
+            got = _read_small(paths)
         _expect(r.problems, f"{second} bytes", got, want)
     for p in ctx.fx.desc.small_files[::97]:  # content of a sample, untimed
         e = ctx.fx.expected[p]
@@ -227,9 +253,8 @@ def _seqread(ctx: Ctx, first: str, second: str | None) -> Result:
     path = f"{ctx.mnt}/{rel}"
     for metric in (first, second):
         if metric:
-            t0 = time.perf_counter()
-            got = _read_big(path)
-            r.metrics[metric] = time.perf_counter() - t0
+            with ctx.timed(r, metric):
+                got = _read_big(path)
             _expect(r.problems, f"{metric} bytes", got, e.size)
     _check_chunks(r, path, e.seed, e.size, "seqread")
     return r
@@ -250,11 +275,10 @@ def copyup_append(ctx: Ctx) -> Result:
     rel = ctx.fx.desc.big["append"]
     e = ctx.fx.expected[rel]
     path = f"{ctx.mnt}/{rel}"
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-    os.write(fd, b"!")
-    os.close(fd)
-    r.metrics = {"copyup_append": time.perf_counter() - t0}
+    with ctx.timed(r, "copyup_append"):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, b"!")
+        os.close(fd)
     _expect(r.problems, "merged size", os.lstat(path).st_size, e.size + 1)
     up = f"{ctx.upper}/{rel}"
     _expect(r.problems, "upper size", os.lstat(up).st_size if os.path.exists(up) else None,
@@ -276,15 +300,14 @@ def copyup_rewrite(ctx: Ctx) -> Result:
     path = f"{ctx.mnt}/{rel}"
     block = b"".join(chunk(REWRITE_SEED, k) for k in range(MIB // CHUNK))
     full, rest = divmod(e.size, MIB)
-    t0 = time.perf_counter()
-    fd = os.open(path, os.O_WRONLY)
-    for _ in range(full):
-        os.write(fd, block)
-    if rest:
-        os.write(fd, block[:rest])
-    os.fsync(fd)
-    os.close(fd)
-    r.metrics = {"copyup_rewrite": time.perf_counter() - t0}
+    with ctx.timed(r, "copyup_rewrite"):
+        fd = os.open(path, os.O_WRONLY)
+        for _ in range(full):
+            os.write(fd, block)
+        if rest:
+            os.write(fd, block[:rest])
+        os.fsync(fd)
+        os.close(fd)
     _expect(r.problems, "merged size", os.lstat(path).st_size, e.size)
     with open(path, "rb") as f:
         for k in (0, e.size // CHUNK - 1):
@@ -306,14 +329,13 @@ def create(ctx: Ctx) -> Result:
     base = f"{ctx.mnt}/new"
     paths = [f"{base}/n{i:05d}" for i in range(n)]
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-    t0 = time.perf_counter()
-    os.mkdir(base)
-    for p in paths:
-        fd = os.open(p, flags, 0o644)
-        os.write(fd, CREATE_PAYLOAD)
-        os.close(fd)
-    syncfs(ctx.mnt)
-    r.metrics = {"create": time.perf_counter() - t0}
+    with ctx.timed(r, "create"):
+        os.mkdir(base)
+        for p in paths:
+            fd = os.open(p, flags, 0o644)
+            os.write(fd, CREATE_PAYLOAD)
+            os.close(fd)
+        syncfs(ctx.mnt)
     _expect(r.problems, "files in merged new/", len(os.listdir(base)), n)
     up = _listdir_visible(f"{ctx.upper}/new")
     _expect(r.problems, "files in upper new/", len(up), n)
@@ -326,9 +348,9 @@ def untar(ctx: Ctx) -> Result:
     r = Result()
     dest = f"{ctx.mnt}/untar"
     os.mkdir(dest)
-    t0 = time.perf_counter()
-    p = subprocess.run(["tar", "-xf", ctx.fx.tarball, "-C", dest], capture_output=True, text=True)
-    r.metrics = {"untar": time.perf_counter() - t0}
+    with ctx.timed(r, "untar"):
+        p = subprocess.run(["tar", "-xf", ctx.fx.tarball, "-C", dest], capture_output=True,
+                           text=True)
     if p.returncode != 0:
         r.problems.append(f"tar exit {p.returncode}: {p.stderr.strip()[-300:]}")
     for i, (name, e) in enumerate(ctx.fx.desc.tar_members):
@@ -354,9 +376,8 @@ def untar(ctx: Ctx) -> Result:
 def rmrf(ctx: Ctx) -> Result:
     r = Result()
     dirs = [f"{ctx.mnt}/{d}" for d in ctx.fx.desc.rm_dirs]
-    t0 = time.perf_counter()
-    p = subprocess.run(["rm", "-rf", *dirs], capture_output=True, text=True)
-    r.metrics = {"rmrf": time.perf_counter() - t0}
+    with ctx.timed(r, "rmrf"):
+        p = subprocess.run(["rm", "-rf", *dirs], capture_output=True, text=True)
     if p.returncode != 0:
         r.problems.append(f"rm exit {p.returncode}: {p.stderr.strip()[-300:]}")
     _expect(r.problems, "merged rm/ after rm -rf", os.listdir(f"{ctx.mnt}/rm"), [])
@@ -371,10 +392,9 @@ def rmrf(ctx: Ctx) -> Result:
 def rename(ctx: Ctx) -> Result:
     r = Result()
     pairs = [(f"{ctx.mnt}/{p}", f"{ctx.mnt}/{p}.r") for p in ctx.fx.desc.mv_files]
-    t0 = time.perf_counter()
-    for a, b in pairs:
-        os.rename(a, b)
-    r.metrics = {"rename": time.perf_counter() - t0}
+    with ctx.timed(r, "rename"):
+        for a, b in pairs:
+            os.rename(a, b)
     want = sorted(p.rsplit("/", 1)[1] + ".r" for p in ctx.fx.desc.mv_files)
     _expect(r.problems, "merged mv/ after rename", sorted(os.listdir(f"{ctx.mnt}/mv")), want)
     for p in ctx.fx.desc.mv_files[:: max(1, len(pairs) // 20)]:
@@ -396,7 +416,8 @@ def fio(ctx: Ctx) -> Result:
     cmd = ["fio", "--name=randrw", f"--directory={d}", "--rw=randrw", "--bs=4k",
            f"--size={ctx.fx.desc.fio_size}", "--ioengine=psync", "--invalidate=0", "--thread",
            "--time_based", f"--runtime={ctx.fio_runtime:g}", "--output-format=json"]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    with ctx.timed(r, "fio_randrw_iops", record=False):  # fio reports the metric itself
+        p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
         r.problems.append(f"fio exit {p.returncode}: {p.stderr.strip()[-300:]}")
         return r
@@ -409,7 +430,7 @@ def fio(ctx: Ctx) -> Result:
     files = _listdir_visible(up)
     sizes = [os.lstat(f"{up}/{f}").st_size for f in files]
     _expect(r.problems, "fio file in upper (sizes)", sizes, [ctx.fx.desc.fio_size])
-    r.metrics = {"fio_randrw_iops": float(rd["iops"] + wr["iops"])}
+    r.metrics["fio_randrw_iops"] = float(rd["iops"] + wr["iops"])
     return r
 
 
