@@ -9,11 +9,13 @@ Must not parse the command line (`options`) or fork (`program`).
 from __future__ import annotations
 
 import faulthandler
+import fcntl
 import logging
 import logging.handlers
 import os
 import signal
 import stat
+import time
 from collections.abc import Callable
 from typing import TextIO
 
@@ -26,6 +28,9 @@ from .operations import Operations
 from .options import MountOptions
 
 log = logging.getLogger(__name__)
+
+WORKDIR_WAIT = 5.0
+"""Seconds a new mount waits for the previous daemon on the same workdir to let go."""
 
 
 def check_dirs(opts: MountOptions) -> None:
@@ -84,6 +89,29 @@ def setup_logging(opts: MountOptions, detached: bool) -> TextIO | None:
     return stream
 
 
+def wait_workdir_free(workdir: str, timeout: float = WORKDIR_WAIT) -> None:
+    """Wait (bounded) until no other daemon holds the workdir's lock.
+
+    podman runs ``fusermount3 -u`` and may mount the same upper/work right away; the old
+    daemon learns of the unmount asynchronously and releases the core's workdir lock a
+    few milliseconds later. The core's own check then still refuses a workdir really in
+    use by a live mount.
+    """
+    fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return  # let the core report it
+                time.sleep(0.01)
+    finally:
+        os.close(fd)
+
+
 class Daemon:
     """One mount: `mount` (may raise), then `serve` (blocks until unmounted)."""
 
@@ -97,6 +125,8 @@ class Daemon:
         """Open the core and mount. Raises MountError with a one-line reason."""
         opts = self.opts
         check_dirs(opts)
+        if opts.workdir is not None:
+            wait_workdir_free(opts.workdir)
         try:
             self.overlay = Overlay(
                 list(opts.lowerdirs), opts.upperdir, opts.workdir,

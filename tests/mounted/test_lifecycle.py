@@ -6,6 +6,7 @@ import errno
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +78,24 @@ def test_remount_same_upper_at_once(layers: tuple[Path, ...]) -> None:
             assert sorted(os.listdir(mnt)) == sorted(["hello", "dir", *[f"n{j}" for j in range(i)]])
             (mnt / f"n{i}").write_text(str(i))
             m.unmount()
+
+
+def test_remount_without_waiting_for_the_old_daemon(layers: tuple[Path, ...]) -> None:
+    # podman: fusermount3 -u, then the next mount of the same upper/work at once.
+    # The old daemon is frozen so it cannot let go of the workdir until 0.5 s later.
+    low, up, work, mnt = layers
+    with overlay_mount(mnt, [low], up, work) as first:
+        (mnt / "one").write_text("1")
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            subprocess.run([FUSERMOUNT, "-u", str(mnt)], check=True)
+            timer = threading.Timer(0.5, os.kill, (first.pid, signal.SIGCONT))
+            timer.start()
+            with overlay_mount(mnt, [low], up, work, log=mnt.parent / "second.log"):
+                assert (mnt / "one").read_text() == "1"
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
+        first.wait_exit()
 
 
 def test_empty_path_and_cwd_elsewhere(layers: tuple[Path, ...], tmp_path: Path) -> None:
