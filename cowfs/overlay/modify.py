@@ -150,9 +150,9 @@ class Overlay(OverlayCore):
         self._need_upper()
         p = self.table.get(parent)
         np = self.table.get(new_parent)
-        src = self.child_inode(p, name)
-        if not np.is_dir:
+        if not p.is_dir or not np.is_dir:  # the VFS resolves both parents first
             raise OSError(errno.ENOTDIR, "not a directory")
+        src = self.child_inode(p, name)
         try:
             dst: Inode | None = self.child_inode(np, new_name)
         except OSError as exc:
@@ -166,6 +166,13 @@ class Overlay(OverlayCore):
             raise OSError(errno.EEXIST, "file exists", new_name)
         if dst is None and exchange:
             raise OSError(errno.ENOENT, "no such entry", new_name)
+        if dst is src and dst is not None and (p, name) != (np, new_name) \
+                and not src.is_dir and not self._has_upper(src):
+            # Two names of a lower hardlink are two inodes to the kernel (no index): split
+            # them by copying SRC's name up, then go on as with any two files.
+            self.table.attach(p, name, src)
+            self.copy_up(src)
+            dst = self.child_inode(np, new_name)
         if dst is src:
             return  # the same file (or a hardlink of it): POSIX says do nothing
         if src.is_dir and self._is_ancestor(src, np):

@@ -137,8 +137,8 @@ class InodeTable:
 
     def maybe_drop(self, inode: Inode) -> None:
         """Drop INODE (and then its unreferenced parents) if nothing needs it any more."""
-        while (inode is not self.root and inode.lookups == 0 and inode.pins == 0
-               and not inode.children):
+        while (inode is not self.root and inode.lookups == 0
+               and (inode.pins == 0 or not inode.aliases) and not inode.children):
             if self.by_ino.get(inode.ino) is inode:
                 del self.by_ino[inode.ino]
             parents = [p for p, _ in inode.aliases]

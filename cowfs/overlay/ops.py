@@ -184,6 +184,8 @@ class OverlayCore(OverlayView):
             new = os.stat(name, dir_fd=udfd, follow_symlinks=False)
         inode.where = (0,) + (inode.where if inode.is_dir else ())
         inode.real = (new.st_dev, new.st_ino)
+        if inode.is_dir or st.st_nlink > 1:
+            self.invalidations.append((inode.ino, None))  # nlink/size seen so far changed
         if not inode.is_dir and len(inode.aliases) > 1:
             # Other names of a lower hardlink keep the lower file (no index, as the
             # kernel): they stop being this inode and get their own at the next lookup.
@@ -191,6 +193,7 @@ class OverlayCore(OverlayView):
             for p, n in inode.aliases[:-1]:
                 if p.children.get(n) is inode:
                     del p.children[n]
+                self.invalidations.append((p.ino, n))
             inode.aliases[:] = [keep]
         log.debug("overlay: copied up %r", path)
 
@@ -332,15 +335,15 @@ class OverlayCore(OverlayView):
         """Hardlink INO as NEW_PARENT/NEW_NAME (+1 lookup); copies the source up first."""
         check_name(new_name)
         inode = self.table.get(ino)
-        if inode.is_dir:
-            raise OSError(errno.EPERM, "hard link to a directory")
         np = self.table.get(new_parent)
         if not np.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
+        if self.table.child(np, new_name) is not None or self.probe(np, new_name):
+            raise OSError(errno.EEXIST, "file exists", new_name)  # the VFS checks first
+        if inode.is_dir:
+            raise OSError(errno.EPERM, "hard link to a directory")
         if fmt.is_wh_name(new_name):
             raise OSError(errno.EINVAL, "reserved whiteout name", new_name)
-        if self.table.child(np, new_name) is not None or self.probe(np, new_name):
-            raise OSError(errno.EEXIST, "file exists", new_name)
         self._need_upper()
         self.copy_up(inode)
         self.ensure_upper_dir(np)

@@ -85,6 +85,10 @@ class OverlayView:
             raise MountError("open overlay: upperdir and workdir go together")
         self.userxattr = userxattr
         self.do_fsync = fsync
+        self.invalidations: list[tuple[int, bytes | None]] = []
+        """Kernel caches made stale by side effects, for the FUSE adapter to drain:
+        ``(ino, None)``: the attributes of INO changed (copy-up of a dir or of a lower
+        hardlink: nlink, size); ``(parent_ino, name)``: NAME no longer means that inode."""
         self.layers: list[Layer] = []
         self.work_fd = -1
         self._work_lock_fd = -1
@@ -279,8 +283,10 @@ class OverlayView:
                 inode = Inode(ino, ent.where, real, stat.S_ISDIR(ent.st.st_mode), ent.xwh)
                 self.table.attach(parent, name, inode)
                 return inode
-            if other.real == real and not other.is_dir:
-                self.table.attach(parent, name, other)  # a hardlink of a known inode
+            if other.real == real and not other.is_dir and other.aliases:
+                # A hardlink of a live inode (an inode with no name left may share a
+                # recycled st_ino with this new object: that is a collision, not a link).
+                self.table.attach(parent, name, other)
                 return other
         inode = Inode(self.table.transient_ino(), ent.where, real,
                       stat.S_ISDIR(ent.st.st_mode), ent.xwh)
@@ -294,6 +300,8 @@ class OverlayView:
             raise OSError(errno.ENOTDIR, "not a directory", name)
         cur = self.table.child(parent, name)
         if cur is not None:
+            if len(cur.aliases) > 1:
+                self.table.attach(parent, name, cur)  # reach it through this name now
             return cur
         if fmt.is_wh_name(name):
             raise OSError(errno.ENOENT, "reserved whiteout name", name)

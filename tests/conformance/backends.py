@@ -229,9 +229,48 @@ class CoreFS(FS):
     def _ino(self, path: str) -> int:
         return self.ov.resolve(os.fsencode(path))
 
+    def _lino(self, path: str) -> int:
+        """Inode of PATH without following a final symlink (lstat semantics)."""
+        return self._ino(self._follow(path, follow_last=False))
+
+    def _follow(self, path: str, follow_last: bool = True) -> str:
+        """The VFS's part of path walking, which the core leaves to its caller: follow
+        symlinks in every component but the last (and the last too if asked)."""
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        done: list[str] = []
+        links = 0
+        i = 0
+        while i < len(parts):
+            comp = parts[i]
+            last = i == len(parts) - 1
+            if comp == "..":
+                if done:
+                    done.pop()
+                i += 1
+                continue
+            try:
+                ino = self._ino("/".join([*done, comp]))
+            except FileNotFoundError:
+                if last:
+                    return "/".join([*done, comp])
+                raise
+            if stat.S_ISLNK(self.ov.getattr(ino).st_mode) and (follow_last or not last):
+                links += 1
+                if links > 40:
+                    raise OSError(errno.ELOOP, "too many symlinks", path)
+                target = os.fsdecode(self.ov.readlink(ino))
+                if target.startswith("/"):
+                    done = []
+                parts = [p for p in target.split("/") if p not in ("", ".")] + parts[i + 1:]
+                i = 0
+                continue
+            done.append(comp)
+            i += 1
+        return "/".join(done)
+
     def _split(self, path: str) -> tuple[int, bytes]:
         head, _, base = path.rpartition("/")
-        return self._ino(head), os.fsencode(base)
+        return self._ino(self._follow(head)), os.fsencode(base)
 
     def _exists(self, path: str) -> int | None:
         try:
@@ -243,6 +282,7 @@ class CoreFS(FS):
 
     def _open_fd(self, path: str, flags: int, mode: int) -> int:
         """The VFS part of open(2): O_CREAT/O_EXCL against lookup, then open or create."""
+        path = self._follow(path, follow_last=not (flags & os.O_CREAT and flags & os.O_EXCL))
         ino = self._exists(path)
         if ino is None:
             if not flags & os.O_CREAT:
@@ -279,7 +319,7 @@ class CoreFS(FS):
             os.close(fd)
 
     def truncate(self, path: str, size: int) -> None:
-        self.ov.setattr(self._ino(path), size=size)
+        self.ov.setattr(self._ino(self._follow(path)), size=size)
 
     def unlink(self, path: str) -> None:
         self.ov.unlink(*self._split(path))
@@ -298,7 +338,7 @@ class CoreFS(FS):
         self.ov.rename(pa, na, pb, nb, flags)
 
     def link(self, a: str, b: str) -> None:
-        src = self._ino(a)
+        src = self._lino(a)
         pb, nb = self._split(b)
         st = self.ov.link(src, pb, nb)
         self.ov.forget(st.st_ino, 1)
@@ -314,35 +354,35 @@ class CoreFS(FS):
         self.ov.forget(st.st_ino, 1)
 
     def chmod(self, path: str, mode: int) -> None:
-        self.ov.setattr(self._ino(path), mode=mode)
+        self.ov.setattr(self._ino(self._follow(path)), mode=mode)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
-        self.ov.setattr(self._ino(path), uid=None if uid < 0 else uid,
+        self.ov.setattr(self._lino(path), uid=None if uid < 0 else uid,
                         gid=None if gid < 0 else gid)
 
     def utime(self, path: str, atime_ns: int, mtime_ns: int) -> None:
-        self.ov.setattr(self._ino(path), atime_ns=atime_ns, mtime_ns=mtime_ns)
+        self.ov.setattr(self._lino(path), atime_ns=atime_ns, mtime_ns=mtime_ns)
 
     def setxattr(self, path: str, name: str, value: bytes) -> None:
-        self.ov.setxattr(self._ino(path), os.fsencode(name), value)
+        self.ov.setxattr(self._lino(path), os.fsencode(name), value)
 
     def getxattr(self, path: str, name: str) -> bytes:
-        return self.ov.getxattr(self._ino(path), os.fsencode(name))
+        return self.ov.getxattr(self._lino(path), os.fsencode(name))
 
     def listxattr(self, path: str) -> list[str]:
-        return sorted(os.fsdecode(n) for n in self.ov.listxattr(self._ino(path)))
+        return sorted(os.fsdecode(n) for n in self.ov.listxattr(self._lino(path)))
 
     def removexattr(self, path: str, name: str) -> None:
-        self.ov.removexattr(self._ino(path), os.fsencode(name))
+        self.ov.removexattr(self._lino(path), os.fsencode(name))
 
     def listdir(self, path: str) -> list[str]:
-        return sorted(os.fsdecode(n) for n, _ in self.ov.readdir(self._ino(path)))
+        return sorted(os.fsdecode(n) for n, _ in self.ov.readdir(self._ino(self._follow(path))))
 
     def lstat(self, path: str) -> os.stat_result:
-        return self.ov.getattr(self._ino(path))
+        return self.ov.getattr(self._lino(path))
 
     def readlink(self, path: str) -> str:
-        return os.fsdecode(self.ov.readlink(self._ino(path)))
+        return os.fsdecode(self.ov.readlink(self._lino(path)))
 
     def statfs(self) -> os.statvfs_result:
         return self.ov.statfs()
