@@ -114,11 +114,20 @@ def test_xattr_miss_cache_is_invalidated(stack: tuple[Path, ...]) -> None:
 
 def test_no_fd_per_inode_and_forget_after_walks(stack: tuple[Path, ...]) -> None:
     low, up, work, mnt = stack
+    def rss_kib() -> int:
+        status = Path(f"/proc/{m.pid}/status").read_text()
+        return int(status.split("VmRSS:")[1].split()[0])
+
     with overlay_mount(mnt, [low], up, work) as m:
-        for _ in range(2):
+        rss = []
+        for _ in range(4):
             n = sum(len(files) for _d, _s, files in os.walk(mnt))
             assert n == 2 + 150 * 20
             Path("/proc/sys/vm/drop_caches").write_text("2\n")  # the kernel forgets
+            rss.append(rss_kib())
+        # Memory stays flat across repeated walks once the kernel forgets (no leak per
+        # walk): the last walks add less than 2 MiB over the second one.
+        assert rss[-1] - rss[1] < 2048, f"daemon RSS per walk (KiB): {rss}"
         fds = os.listdir(f"/proc/{m.pid}/fd")
         # The core may cache a bounded number of dir fds per layer; never one per inode.
         assert len(fds) < 150, f"daemon holds {len(fds)} fds after walking 3150 inodes"
