@@ -119,13 +119,18 @@ class Container:
                 return data
         except FileNotFoundError:
             return {"Status": "created"}
+        except ValueError:
+            # A power loss can leave an empty file (the state is not fsynced): all we
+            # know is that it is not running now.
+            return {"Status": "exited", "ExitCode": CRASH_EXIT, "Error": "state file unreadable"}
 
     def _write_state(self, state: Mapping[str, Any]) -> None:
         tmp = os.path.join(self.dir, STATE + ".tmp")
+        # No fsync: state changes several times per start, and after a crash it is
+        # reconciled against the live processes anyway (see state()); rename keeps it
+        # from being torn while the machine is up.
         with open(tmp, "w") as f:
             json.dump(state, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
         os.rename(tmp, os.path.join(self.dir, STATE))
 
     def update_state(self, **changes: Any) -> dict[str, Any]:

@@ -246,6 +246,47 @@ def test_run_it_gives_a_real_pty_with_window_size(env: Env) -> None:
     assert "/dev/pts/0" in text and "33 77" in text and "got:typed" in text
 
 
+def test_run_it_follows_window_resizes(env: Env) -> None:
+    """SIGWINCH on the CLI's side reaches the container's pty as a new size."""
+    import fcntl
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 20, 40, 0, 0))
+    p = subprocess.Popen([sys.executable, "-m", "cowfs.cli", "--root", env.root, "run", "-it",
+                          "--rm", IMAGE, "sh", "-c",
+                          "stty size; echo ready; i=0; while [ \"$(stty size)\" != '50 100' ]; "
+                          "do i=$((i+1)); [ $i -gt 400 ] && exit 1; sleep 0.05; done; "
+                          "echo resized; exit 0"],
+                         stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    try:
+        while b"ready" not in out:
+            out += os.read(master, 4096)
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 100, 0, 0))
+        p.send_signal(signal.SIGWINCH)
+        assert p.wait(timeout=60) == 0
+        while True:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                break
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        os.close(master)
+    assert b"20 40" in out and b"resized" in out
+
+
 def test_run_it_forwards_ctrl_c_as_sigint(env: Env) -> None:
     code, out = _pty_cli(env, "run", "-it", "--rm", IMAGE, "sh", "-c",
                          "trap 'echo interrupted; exit 7' INT; echo ready; "
