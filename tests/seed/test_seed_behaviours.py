@@ -21,6 +21,19 @@ def _ns(pid: int | str, name: str) -> str:
     return os.readlink(f"/proc/{pid}/ns/{name}")
 
 
+def _mount_daemons(mergeddir: str) -> list[int]:
+    """Pids of FUSE daemons serving ``mergeddir`` (their command line names it)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if os.fsencode(mergeddir) in argv and any(b"cowfs" in a for a in argv[:3]):
+            out.append(int(pid))
+    return out
+
+
 def _running(env: Env, name: str) -> int:
     st = wait_for(lambda: env.state(name)["Running"] and env.state(name), what=f"{name} runs")
     return int(st["Pid"])
@@ -178,7 +191,9 @@ def test_host_crash_keeps_image_layers_writable_layer_and_volumes(env: Env) -> N
     wait_for(lambda: env.cli("exec", "hc", "cat", "/root/w", check=False).stdout == "w\n")
     c = env.container("hc")
     st = c.raw_state()
-    for p in (int(st["SupervisorPid"]), pid):
+    victims = [int(st["SupervisorPid"]), pid, *_mount_daemons(c.merged)]
+    assert len(victims) == (3 if env.backend == "fuse" else 2)
+    for p in victims:
         os.kill(p, signal.SIGKILL)
     wait_for(lambda: not c.pid_alive() and not c.supervisor_alive(), what="everything dead")
     subprocess.run(["umount", "-l", c.merged], check=False, capture_output=True)
