@@ -168,6 +168,20 @@ DOWNLOADS_DIR: Final = "downloads"
 """Partial registry downloads (``<hex>.partial``), kept across runs so a pull resumes."""
 DEFAULT_ROOT_PRIVILEGED: Final = "/var/lib/cowfs"
 
+
+def default_root() -> str:
+    """The store root when none is given (SPEC §2): ``$COWFS_ROOT``, else
+    ``/var/lib/cowfs`` for root, else ``$XDG_DATA_HOME/cowfs``."""
+    import os
+
+    env = os.environ.get("COWFS_ROOT")
+    if env:
+        return env
+    if os.geteuid() == 0:
+        return DEFAULT_ROOT_PRIVILEGED
+    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return os.path.join(xdg, "cowfs")
+
 # --- media types ------------------------------------------------------------------
 MT_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"

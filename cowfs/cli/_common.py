@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -12,21 +11,10 @@ from typing import Any
 from .. import format as fmt
 
 
-def default_root() -> str:
-    """The store root when --root is not given (SPEC §2)."""
-    env = os.environ.get("COWFS_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return fmt.DEFAULT_ROOT_PRIVILEGED
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
-    return os.path.join(xdg, "cowfs")
-
-
 def store_root(args: argparse.Namespace) -> str:
     """The store root selected by the global --root option or the environment."""
     root = getattr(args, "root", None)
-    return str(root) if root else default_root()
+    return str(root) if root else fmt.default_root()
 
 
 def add_json_flag(parser: argparse.ArgumentParser) -> None:

@@ -25,14 +25,8 @@ MOUNTS_DIR: Final = "mounts"
 
 # --- where things live ---------------------------------------------------------------
 def default_root() -> str:
-    """The store root when none is given (SPEC §2): $COWFS_ROOT, /var/lib/cowfs or XDG."""
-    env = os.environ.get("COWFS_ROOT")
-    if env:
-        return env
-    if os.geteuid() == 0:
-        return fmt.DEFAULT_ROOT_PRIVILEGED
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
-    return os.path.join(xdg, "cowfs")
+    """The store root when none is given (SPEC §2); see `cowfs.format.default_root`."""
+    return fmt.default_root()
 
 
 def default_run_dir() -> str:

@@ -628,14 +628,5 @@ def image_from_record(rec: dict[str, Any], tags: tuple[str, ...]) -> Image:
 
 def open_store(root: str | None = None) -> Store:
     """Open (creating if needed) the store at ``root`` (default: $COWFS_ROOT or SPEC §2)."""
-    if root is None:
-        root = os.environ.get("COWFS_ROOT") or default_root()
-    return Store(root)
-
-
-def default_root() -> str:
-    if os.geteuid() == 0:
-        return fmt.DEFAULT_ROOT_PRIVILEGED
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
-    return os.path.join(xdg, "cowfs")
+    return Store(root if root is not None else fmt.default_root())
 
