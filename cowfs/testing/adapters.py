@@ -68,6 +68,8 @@ class Adapter(abc.ABC):
     name: str = "adapter"
     userxattr: bool = False
     """True if the implementation writes ``user.overlay.*`` (rootless format)."""
+    skip_ops: frozenset[str] = frozenset()
+    """Operations this adapter cannot express (the machine skips them)."""
 
     @abc.abstractmethod
     def open(self, lowers: Sequence[str], upper: str, work: str, mnt: str) -> Fs:

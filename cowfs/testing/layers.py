@@ -140,7 +140,7 @@ def check_upper(upper: str, *, userxattr: bool = False) -> list[str]:
                     problems.append(f"{rel!r}: opaque xattr on a non-directory")
                 elif value != fmt.OPAQUE_YES:
                     problems.append(f"{rel!r}: {name!r} is {value!r}, the kernel writes 'y'")
-                opaque = True
+                opaque = value == fmt.OPAQUE_YES
             elif name in (other, fmt.FOF_OPAQUE):
                 problems.append(f"{rel!r}: has {name!r}, which this kernel mount ignores")
         if rel and fmt.is_wh_name(os.path.basename(rel)):

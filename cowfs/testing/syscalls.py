@@ -161,6 +161,9 @@ def fd_copyup(root: bytes, path: bytes, data: bytes) -> bytes:
         if stat.S_ISDIR(os.fstat(fd).st_mode):
             raise OSError(errno.EISDIR, "fd_copyup of a directory")
         write(root, path, 0, data)
+        # Drop clean cached pages so the read reaches the implementation (a FUSE
+        # daemon) instead of being served from the shared page cache.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
         return os.pread(fd, 1 << 20, 0)
     finally:
         os.close(fd)
