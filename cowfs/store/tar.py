@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import struct
 import urllib.parse
 import zlib
 from dataclasses import dataclass
@@ -43,6 +44,8 @@ _KINDS: Final = {ord("0"): REG, 0: REG, ord("7"): REG, ord("1"): LNK, ord("2"): 
 _XATTR_SCHILY: Final = b"SCHILY.xattr."
 _XATTR_LIBARCHIVE: Final = b"LIBARCHIVE.xattr."
 _GLOBAL_SKIP: Final = frozenset({b"path", b"linkpath", b"size"})
+_HDR: Final = struct.Struct("100s8s8s8s12x12s8x1x100s6s")
+"""name, mode, uid, gid, (size), mtime, (chksum, typeflag), linkname, magic."""
 
 
 @dataclass(slots=True)
@@ -229,8 +232,12 @@ class TarReader:
             n -= k
 
     def _finish_entry(self) -> None:
-        if self._left or self._pad:
-            self._skip(self._left + self._pad)
+        n = self._left + self._pad
+        if n:
+            if len(self._buf) - self._pos >= n:
+                self._pos += n
+            else:
+                self._skip(n)
             self._left = self._pad = 0
 
     # -- data --------------------------------------------------------------------
@@ -298,7 +305,16 @@ class TarReader:
         long_link: bytes | None = None
         pax: list[tuple[bytes, bytes]] = []
         while True:
-            blk = self._header_block()
+            pos = self._pos
+            if len(self._buf) - pos >= BLOCK and self._buf[pos]:
+                # fast path: a whole header in the buffer, not a zero block
+                blk = self._buf[pos:pos + BLOCK]
+                self._pos = pos + BLOCK
+                if not _checksum_ok(blk):
+                    what = "not a tar archive" if self.entries == 0 else "bad header checksum"
+                    raise CorruptLayer(f"read tar: {what} (at entry {self.entries + 1})")
+            else:
+                blk = self._header_block()
             if blk is None:
                 if long_name is not None or long_link is not None or pax:
                     raise CorruptLayer("read tar: extended header without an entry")
@@ -336,8 +352,10 @@ class TarReader:
         kind = _KINDS.get(tf)
         if kind is None:
             raise CorruptLayer(f"read tar: unsupported entry type {chr(tf)!r}")
-        magic = blk[257:263]
-        name = _str(blk[0:100])
+        (name, mode, uid, gid, mtime, linkname, magic) = _HDR.unpack_from(blk)
+        i = name.find(b"\0")
+        if i >= 0:
+            name = name[:i]
         if magic == b"ustar\0":
             prefix = _str(blk[345:476] if blk[508:512] == b"tar\0" else blk[345:500])
             if prefix:
@@ -346,10 +364,9 @@ class TarReader:
             name = long_name
         if tf == 0 and name.endswith(b"/"):
             kind = DIR  # v7 archives mark dirs by a trailing slash
-        e = TarEntry(name=name, kind=kind, mode=_num(blk[100:108]) & 0o7777,
-                     uid=_num(blk[108:116]), gid=_num(blk[116:124]), size=size,
-                     mtime_ns=_num(blk[136:148]) * 1_000_000_000,
-                     linkname=long_link if long_link is not None else _str(blk[157:257]))
+        e = TarEntry(name, kind, _num(mode) & 0o7777, _num(uid), _num(gid), size,
+                     _num(mtime) * 1_000_000_000,
+                     long_link if long_link is not None else _str(linkname))
         if not (0 <= e.uid < _ID_LIMIT and 0 <= e.gid < _ID_LIMIT):
             raise CorruptLayer(f"read tar: {name!r}: uid/gid out of range")
         if kind in (CHR, BLK):
@@ -382,8 +399,15 @@ class TarReader:
     def _apply_pax(self, e: TarEntry, records: list[tuple[bytes, bytes]]) -> None:
         sparse_nums: list[int] = []
         sparse_major = -1
+        sparse_name: bytes | None = None
         for key, value in records:
-            if key == b"path":
+            if key == b"mtime":
+                e.mtime_ns = _pax_time(value)
+            elif key == b"atime":
+                e.atime_ns = _pax_time(value)
+            elif key == b"ctime":
+                continue  # cannot be set; GNU tar writes it for every entry
+            elif key == b"path":
                 e.name = value
             elif key == b"linkpath":
                 e.linkname = value
@@ -394,10 +418,6 @@ class TarReader:
                 e.uid = _pax_id(key, value)
             elif key == b"gid":
                 e.gid = _pax_id(key, value)
-            elif key == b"mtime":
-                e.mtime_ns = _pax_time(value)
-            elif key == b"atime":
-                e.atime_ns = _pax_time(value)
             elif key.startswith(_XATTR_SCHILY):
                 if e.xattrs is None:
                     e.xattrs = {}
@@ -424,9 +444,11 @@ class TarReader:
                 elif sub in (b"size", b"realsize"):
                     e.realsize = _pax_int(key, value)
                 elif sub == b"name":
-                    e.name = value
+                    sparse_name = value
                 elif sub == b"major":
                     sparse_major = _pax_int(key, value)
+        if sparse_name is not None:  # wins over `path` (the GNUSparseFile.N/ alias)
+            e.name = sparse_name
         if sparse_major == 0:
             e.sparse = _sparse_pairs(sparse_nums)
         elif sparse_major == 1:

@@ -86,6 +86,9 @@ def make_tree(root: Path, *, sparse: bool = True, xattrs: bool = True) -> None:
             f.seek(9 << 20)
             f.write(b"end")
             f.truncate(12 << 20)
+        with open(deep / "sparse-with-a-long-name", "wb") as f:  # GNUSparseFile alias + path
+            f.seek(1 << 20)
+            f.write(b"x")
     for p in (root / "etc", root / "bin", root / LONG.split("/")[0], root):
         os.utime(p, ns=(1_500_000_000_000_000_001,) * 2)
 
