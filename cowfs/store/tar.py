@@ -304,6 +304,7 @@ class TarReader:
         long_name: bytes | None = None
         long_link: bytes | None = None
         pax: list[tuple[bytes, bytes]] = []
+        blk: bytes | None
         while True:
             pos = self._pos
             if len(self._buf) - pos >= BLOCK and self._buf[pos]:
