@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import random
+import resource
 import shutil
 import stat
 import statistics
@@ -190,6 +191,13 @@ def _tree(root: Path) -> dict[str, tuple[Any, ...]]:
     return out
 
 
+def _cpu() -> float:
+    """CPU seconds (user + sys) of this process's threads and its waited-for children."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + ch.ru_utime + ch.ru_stime
+
+
 def _rm(path: Path) -> None:
     if path.exists():
         subprocess.run(["rm", "-rf", "--one-file-system", str(path)], check=True)
@@ -201,6 +209,7 @@ def bench_on(base: Path, fx: Path, rounds: int, log: Callable[[str], None],
     rows: list[dict[str, Any]] = []
     for layer in (fx / "layer.tar", fx / "layer.tar.zst"):
         times: dict[str, list[float]] = {t: [] for t in TOOLS}
+        cpus: dict[str, list[float]] = {t: [] for t in TOOLS}
         # umoci 0.4.7 (Debian 12) refuses +zstd layers: it runs on the plain tar only
         tools = [t for t in TOOLS
                  if t != "umoci" or (shutil.which("umoci") and layer.suffix == ".tar")]
@@ -211,11 +220,13 @@ def bench_on(base: Path, fx: Path, rounds: int, log: Callable[[str], None],
                 out = base / f"out-{tool}"
                 _rm(out)
                 os.sync()
+                c0 = _cpu()
                 t0 = time.perf_counter()
                 RUNNERS[tool](layer, out)
                 dt = time.perf_counter() - t0
                 if r:
                     times[tool].append(dt)
+                    cpus[tool].append(_cpu() - c0)
             if r == 0:
                 identical = _tree(base / "out-cowfs") == _tree(base / "out-tar")
         for tool in tools:
@@ -224,6 +235,8 @@ def bench_on(base: Path, fx: Path, rounds: int, log: Callable[[str], None],
         row: dict[str, Any] = {"backing": label, "layer": layer.name}
         for t in tools:
             row[f"{t}_s"] = round(med[t], 3)
+        for t in tools:
+            row[f"{t}_cpu_s"] = round(statistics.median(cpus[t]), 3)
         row["cowfs/tar"] = round(med["cowfs"] / med["tar"], 2)
         if "umoci" in med:
             row["cowfs/umoci"] = round(med["cowfs"] / med["umoci"], 2)
@@ -243,6 +256,7 @@ def run(work: Path | None = None, rounds: int = 5, scale: float = 1.0,
     (this needs a private mount namespace: ``main()`` provides one).
     """
     fx, desc = build_fixture(scale, log)
+    load = os.getloadavg()[0]
     rows: list[dict[str, Any]] = []
     if backing is not None and work is not None:
         rows += bench_on(work, fx, rounds, log, backing)
@@ -258,22 +272,28 @@ def run(work: Path | None = None, rounds: int = 5, scale: float = 1.0,
     sizes = {n: (fx / n).stat().st_size for n in ("layer.tar", "layer.tar.zst")}
     entries = int(subprocess.run(["tar", "-tf", str(fx / "layer.tar")], capture_output=True,
                                  check=True).stdout.count(b"\n"))
+    load = max(load, os.getloadavg()[0])
     return {"fixture": desc, "entries": entries, "sizes": sizes, "rounds": rounds,
-            "rows": rows, "markdown": markdown(desc, entries, sizes, rounds, rows)}
+            "load": load, "cpus": os.cpu_count(), "rows": rows,
+            "markdown": markdown(desc, entries, sizes, rounds, rows, load)}
 
 
 def markdown(desc: str, entries: int, sizes: dict[str, int], rounds: int,
-             rows: list[dict[str, Any]]) -> str:
+             rows: list[dict[str, Any]], load: float = 0.0) -> str:
     lines = [f"Layer: {desc}, {entries} entries; layer.tar {sizes['layer.tar'] / 1e6:.0f} MB, "
              f"layer.tar.zst {sizes['layer.tar.zst'] / 1e6:.0f} MB (zstd -3). "
-             f"Medians of {rounds} interleaved rounds (after one warm-up round), seconds.",
+             f"Medians of {rounds} interleaved rounds (after one warm-up round): wall seconds, "
+             f"and CPU seconds (user+sys, all threads and children) in parentheses. "
+             f"{os.cpu_count()} CPUs, 1-min load average up to {load:.1f} during the run.",
              "",
              "| backing | layer | cowfs | GNU tar | umoci | cowfs/tar | cowfs/umoci "
              "| same tree as tar |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['backing']} | {r['layer']} | {r['cowfs_s']} | {r['tar_s']} | "
-                     f"{r.get('umoci_s', 'n/a')} | {r['cowfs/tar']} | "
+        def cell(t: str, r: dict[str, Any] = r) -> str:
+            return f"{r[t + '_s']} ({r[t + '_cpu_s']})" if t + "_s" in r else "n/a"
+        lines.append(f"| {r['backing']} | {r['layer']} | {cell('cowfs')} | {cell('tar')} | "
+                     f"{cell('umoci')} | {r['cowfs/tar']} | "
                      f"{r.get('cowfs/umoci', 'n/a')} | {r['same_tree_as_tar']} |")
     return "\n".join(lines) + "\n"
 
