@@ -630,7 +630,11 @@ class _Extractor:
                 st = os.stat(comps[-1], dir_fd=pfd, follow_symlinks=False)
                 if _is_whiteout_st(st):
                     os.unlink(comps[-1], dir_fd=pfd)
-        for key, e in self.deferred.items():
+        # Deepest first: a dir made read-only (or 0000, rootless) must not stop us
+        # from opening its children afterwards; the root goes last.
+        for key in sorted(self.deferred, key=lambda k: k.count(b"/") if k else -1,
+                          reverse=True):
+            e = self.deferred[key]
             self.current = key
             self._trim_cache()
             comps = key.split(b"/") if key else []
