@@ -249,9 +249,12 @@ class CowfsKernel(Impl):
 
 
 def _git_rev() -> str:
+    """The commit measured, with "+dirty" when cowfs/ has uncommitted changes (shared tree)."""
     r = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                        capture_output=True, text=True, check=False)
-    return f"cowfs {r.stdout.strip() or '?'}"
+    d = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "cowfs"],
+                       capture_output=True, text=True, check=False)
+    return f"cowfs {r.stdout.strip() or '?'}{'+dirty' if d.stdout.strip() else ''}"
 
 
 ALL: dict[str, type[Impl]] = {
