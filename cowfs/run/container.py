@@ -271,6 +271,15 @@ def remove(c: Container, *, force: bool = False) -> None:
         if not force:
             raise Conflict(f"remove container {c.name}: it is running (stop it or use -f)")
         kill_all(c)
+    # Let a supervisor that is finishing up (unmount, cgroup, log) do so before the
+    # directory goes away under it.
+    deadline = time.monotonic() + 10.0
+    me = os.getpid()  # the supervisor itself removes --rm containers
+    while c.supervisor_alive() and int(c.raw_state().get("SupervisorPid") or 0) != me \
+            and time.monotonic() < deadline:
+        if not c.pid_alive():
+            c.update_state(StopRequested=True)
+        time.sleep(0.02)
     unmount_rootfs(c)
     cgroups.remove_leftovers(c.id)
     trash = os.path.join(containers_dir(c.root), f".rm-{c.id}")
@@ -329,6 +338,8 @@ def unmount_rootfs(c: Container) -> None:
         return
     try:
         driver.unmount_path(c.merged, os.path.join(c.root, fmt.RUN_DIR))
+    except NotFound:
+        return  # someone else (the supervisor) unmounted it first
     except (CowfsError, OSError) as exc:
         log.warning("unmount rootfs of %s: %s; detaching it", c.name, exc)
         with contextlib.suppress(OSError):
