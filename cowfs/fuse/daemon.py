@@ -89,6 +89,23 @@ def setup_logging(opts: MountOptions, detached: bool) -> TextIO | None:
     return stream
 
 
+def needs_userxattr() -> bool:
+    """True unless we are root of the initial user namespace (trusted.* needs that).
+
+    Rootless podman runs the mount program as uid 0 *inside* its user namespace, where
+    ``trusted.overlay.*`` cannot be written: use ``user.overlay.*`` there, as the kernel's
+    ``userxattr`` mode does.
+    """
+    if os.geteuid() != 0:
+        return True
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            first = f.read().split()
+    except OSError:
+        return False
+    return first[:3] != ["0", "0", "4294967295"]
+
+
 def wait_workdir_free(workdir: str, timeout: float = WORKDIR_WAIT) -> None:
     """Wait (bounded) until no other daemon holds the workdir's lock.
 
@@ -130,7 +147,7 @@ class Daemon:
         try:
             self.overlay = Overlay(
                 list(opts.lowerdirs), opts.upperdir, opts.workdir,
-                userxattr=os.geteuid() != 0, fsync=opts.fsync,
+                userxattr=needs_userxattr(), fsync=opts.fsync,
             )
         except OSError as exc:
             raise MountError(f"mount cowfs-overlay: open layers: {exc}") from None
