@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 from ..errors import NotFound, UsageError
 from ..run import cgroups, container, images, lifecycle, volumes
 from ._common import store_root
+
+log = logging.getLogger(__name__)
 
 
 def add_create_options(p: argparse.ArgumentParser) -> None:
@@ -50,6 +53,11 @@ def create_from_args(args: argparse.Namespace) -> container.Container:
         raise UsageError("--pids-limit: must be positive")
     if args.rm and args.restart != "no":
         raise UsageError("--rm and --restart cannot be combined")
+    limits = cgroups.Limits(memory=memory, cpus=args.cpus, pids=args.pids_limit)
+    problem = cgroups.limits_problem(limits)
+    if problem:
+        log.warning("resource limits cannot be enforced: %s; the container runs without them",
+                    problem)
     specs = [volumes.parse_spec(v) for v in args.volume]
     for spec in specs:
         if spec.kind == "bind" and not os.path.exists(spec.source):

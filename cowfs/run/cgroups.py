@@ -132,6 +132,25 @@ def _write(path: str, name: str, value: str) -> None:
         f.write(value)
 
 
+def limits_problem(limits: Limits) -> str | None:
+    """Why ``limits`` cannot be enforced on this host (None when they can).
+
+    The CLI warns with this at create time, where the user sees it (the supervisor's
+    own warning goes to its log)."""
+    if not limits.any():
+        return None
+    wanted = {name for name, v in (("memory", limits.memory), ("pids", limits.pids),
+                                   ("cpu", limits.cpus)) if v is not None}
+    if _v2_root(wanted) is not None:
+        return None
+    have = _v1_roots()
+    missing = sorted(wanted - set(have))
+    if not missing:
+        return None
+    return (f"no cgroup v2 hierarchy with the {', '.join(sorted(wanted))} controller(s) and "
+            f"no cgroup v1 {', '.join(missing)} controller mounted")
+
+
 def create(container_id: str, limits: Limits) -> Cgroup | None:
     """Create the container's cgroup(s) with ``limits``; None if no hierarchy is usable.
 

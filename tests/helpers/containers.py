@@ -144,5 +144,22 @@ def make_env(tmp_path: Path, backend: str) -> Iterator[Env]:
     env = Env(root=root, backend=backend)
     try:
         yield env
+        noise = supervisor_noise(root)
     finally:
         cleanup_store(root)
+    assert not noise, f"supervisors logged problems (STYLE habit 11): {noise}"
+
+
+def supervisor_noise(root: str) -> list[str]:
+    """WARNING/ERROR/traceback lines in the supervisors' own logs."""
+    from cowfs.run import container
+
+    out = []
+    for c in container.list_containers(root):
+        try:
+            text = Path(c.dir, "supervisor.log").read_text(errors="replace")
+        except FileNotFoundError:
+            continue
+        out += [f"{c.name}: {line}" for line in text.splitlines()
+                if any(w in line for w in ("WARNING", "ERROR", "Traceback", "Error"))]
+    return out

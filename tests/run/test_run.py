@@ -88,6 +88,19 @@ def test_cpu_limit_sets_quota(env: Env) -> None:
     assert quota == "50000"
 
 
+def test_clear_warning_when_no_cgroup_can_enforce_limits(env: Env) -> None:
+    """With every cgroup hierarchy unmounted (a private mount namespace), --memory is
+    not silently ignored: a warning says why, and the container still runs."""
+    cli = " ".join([sys.executable, "-m", "cowfs.cli", "--root", env.root, "run", "--rm",
+                    "--backend", "kernel", "--memory", "64m", IMAGE, "echo", "ran"])
+    r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                        f"umount -R -l /sys/fs/cgroup && exec {cli}"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    assert "WARNING: resource limits cannot be enforced: no cgroup v2" in r.stderr
+    assert "memory controller" in r.stderr
+
+
 def test_bad_limits_are_usage_errors(env: Env) -> None:
     for args in (["--memory", "lots"], ["--cpus", "-1"], ["--pids-limit", "0"],
                  ["--restart", "sometimes"], ["--rm", "--restart", "always"]):
