@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,7 +209,7 @@ def create(root: str, *, image: str, image_id: str, lowerdirs: Sequence[str],
     """Create the container dir (upper, work, merged) and its config; status "created"."""
     if not argv:
         raise UsageError("create container: no command given and the image has none")
-    cid = secrets.token_hex(32)
+    cid = os.urandom(32).hex()
     if name is None:
         name = f"cowfs_{cid[:8]}"
     if not _NAME_RE.match(name):

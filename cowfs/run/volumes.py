@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -61,7 +60,7 @@ def parse_spec(spec: str) -> MountSpec:
         return MountSpec("bind", os.path.normpath(source), os.path.normpath(target), readonly)
     if source and not _NAME_RE.match(source):
         raise UsageError(f"parse volume {spec!r}: invalid volume name {source!r}")
-    return MountSpec("volume", source or secrets.token_hex(32), os.path.normpath(target),
+    return MountSpec("volume", source or os.urandom(32).hex(), os.path.normpath(target),
                      readonly, anonymous=not source)
 
 
@@ -78,12 +77,12 @@ def volume_path(root: str, name: str) -> str:
 
 def create(root: str, name: str | None = None) -> dict[str, Any]:
     """Create a volume (idempotent: an existing one is returned as is)."""
-    name = name or secrets.token_hex(32)
+    name = name or os.urandom(32).hex()
     data = volume_path(root, name)
     vdir = os.path.dirname(data)
     if not os.path.isdir(data):
         os.makedirs(volumes_dir(root), exist_ok=True)
-        tmp = os.path.join(volumes_dir(root), f".tmp-{secrets.token_hex(8)}")
+        tmp = os.path.join(volumes_dir(root), f".tmp-{os.urandom(8).hex()}")
         os.makedirs(os.path.join(tmp, fmt.VOLUME_DATA), 0o755)
         with open(os.path.join(tmp, META), "w") as f:
             json.dump({"Name": name, "CreatedAt": now(), "Driver": "local", "Labels": {}}, f)
@@ -137,7 +136,7 @@ def remove(root: str, name: str, *, force: bool = False) -> None:
         raise Conflict(f"remove volume {name}: in use by container "
                        f"{', '.join(c.name for c in used)}")
     vdir = os.path.dirname(volume_path(root, name))
-    trash = os.path.join(volumes_dir(root), f".rm-{secrets.token_hex(8)}")
+    trash = os.path.join(volumes_dir(root), f".rm-{os.urandom(8).hex()}")
     os.rename(vdir, trash)
     shutil.rmtree(trash, ignore_errors=True)
 
