@@ -152,6 +152,7 @@ def test_sigusr1_dumps_stacks(layers: tuple[Path, ...]) -> None:
         wait_for(lambda: "most recent call first" in m.log.read_text(), 10, "stack dump")
 
 
+@pytest.mark.needs_root
 def test_mount_fuse3_form(layers: tuple[Path, ...], tmp_path: Path) -> None:
     low, up, work, mnt = layers
     log = tmp_path / "log"
@@ -197,6 +198,7 @@ def test_file_as_mountpoint_is_a_clear_error(layers: tuple[Path, ...]) -> None:
     _one_line_error(r, "mountpoint", "not a directory")
 
 
+@pytest.mark.needs_root
 def test_workdir_on_another_fs_is_a_clear_error(layers: tuple[Path, ...], tmp_path: Path) -> None:
     low, up, _work, mnt = layers
     other = tmp_path / "tmpfs"
@@ -209,6 +211,7 @@ def test_workdir_on_another_fs_is_a_clear_error(layers: tuple[Path, ...], tmp_pa
     _one_line_error(r, "workdir", "same filesystem")
 
 
+@pytest.mark.needs_root
 def test_missing_dev_fuse_is_a_clear_error(layers: tuple[Path, ...]) -> None:
     low, up, work, mnt = layers
     script = (f'mount -t tmpfs none /dev && exec "$0" -o lowerdir={low},upperdir={up},'

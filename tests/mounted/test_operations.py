@@ -112,6 +112,7 @@ def test_xattr_miss_cache_is_invalidated(stack: tuple[Path, ...]) -> None:
         assert "user.k" in os.listxattr(p)
 
 
+@pytest.mark.needs_root  # drop_caches
 def test_no_fd_per_inode_and_forget_after_walks(stack: tuple[Path, ...]) -> None:
     low, up, work, mnt = stack
     def rss_kib() -> int:

@@ -109,6 +109,7 @@ def _kernel_snapshot(tmp: Path, low: Path, up: Path, work_dir: Path) -> dict[str
         subprocess.run(["umount", str(mnt)], check=True)
 
 
+@pytest.mark.needs_root
 @pytest.mark.needs_overlay
 def test_parallel_stress_then_kernel_agrees(tmp_path: Path) -> None:
     low, up, work_dir, mnt, model = make_dirs(tmp_path, "lower", "upper", "work", "merged",
@@ -189,6 +190,7 @@ def test_sigkill_mid_write_then_remount(tmp_path: Path) -> None:
     assert (up / "after").read_text() == "still writable\n"
 
 
+@pytest.mark.needs_root
 @pytest.mark.needs_overlay
 def test_kernel_written_upper_reads_the_same(tmp_path: Path) -> None:
     low, up, work_dir, kmnt, mnt = make_dirs(tmp_path, "lower", "upper", "work", "kmnt", "m")
