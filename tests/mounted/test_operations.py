@@ -155,3 +155,16 @@ def test_dot_entries_in_listing(stack: tuple[Path, ...]) -> None:
                            text=True, check=True)
         names = r.stdout.split()
         assert names[:2] == [".", ".."] and len(names) == 22
+
+
+def test_squash_and_static_nlink_options(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    with overlay_mount(mnt, [low], up, work,
+                       options=["squash_to_uid=1234", "squash_to_gid=4321", "static_nlink"]):
+        for p in (mnt / "file", mnt / "tree", mnt / "tree" / "d1" / "f1"):
+            st = os.lstat(p)
+            assert (st.st_uid, st.st_gid) == (1234, 4321)
+        assert os.lstat(mnt / "tree").st_nlink == 1
+        (mnt / "mine").write_text("x")
+        assert os.lstat(mnt / "mine").st_uid == 1234
+    assert os.lstat(up / "mine").st_uid == os.getuid()  # on disk: the real owner
