@@ -27,7 +27,7 @@ import pyfuse3
 from ..errors import CowfsError
 from ..overlay import Caller, Overlay
 from .handles import DirEntries, HandleTable, InodeTable
-from .options import MountOptions
+from .options import IdMap, MountOptions
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,26 @@ _ACCMODE = os.O_ACCMODE
 # EINVAL, and O_DIRECT, which the page cache above us already handles.
 _PASS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_DSYNC | os.O_SYNC
                | os.O_NOATIME | os.O_TRUNC | os.O_EXCL | os.O_NOFOLLOW | os.O_LARGEFILE)
+
+
+OVERFLOW_ID = 65534
+"""Shown for an on-disk id outside ``uidmapping=``/``gidmapping=`` (the kernel's overflowuid)."""
+
+
+def id_out(idmap: IdMap, disk_id: int) -> int:
+    """The id shown through the mount for an on-disk id (``uidmapping=`` semantics)."""
+    for disk, shown, count in idmap:
+        if disk <= disk_id < disk + count:
+            return shown + disk_id - disk
+    return OVERFLOW_ID
+
+
+def id_in(idmap: IdMap, shown_id: int) -> int:
+    """The on-disk id for an id a request carries (the inverse of `id_out`)."""
+    for disk, shown, count in idmap:
+        if shown <= shown_id < shown + count:
+            return disk + shown_id - shown
+    return OVERFLOW_ID
 
 
 def _handler(fn: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
@@ -116,6 +136,10 @@ class Operations(pyfuse3.Operations):
         a.st_mtime_ns = st.st_mtime_ns
         a.st_ctime_ns = st.st_ctime_ns
         opts = self.opts
+        if opts.uid_map:
+            a.st_uid = id_out(opts.uid_map, st.st_uid)
+        if opts.gid_map:
+            a.st_gid = id_out(opts.gid_map, st.st_gid)
         if opts.squash_uid is not None:
             a.st_uid = opts.squash_uid
         if opts.squash_gid is not None:
@@ -147,10 +171,15 @@ class Operations(pyfuse3.Operations):
             flags &= ~os.O_APPEND
         return flags
 
-    @staticmethod
-    def _caller(ctx: pyfuse3.RequestContext) -> Caller:
+    def _caller(self, ctx: pyfuse3.RequestContext) -> Caller:
         # The kernel has already applied the umask to the mode (no FUSE_CAP_DONT_MASK).
-        return Caller(uid=ctx.uid, gid=ctx.gid, umask=0)
+        return Caller(uid=self._uid_in(ctx.uid), gid=self._gid_in(ctx.gid), umask=0)
+
+    def _uid_in(self, uid: int) -> int:
+        return id_in(self.opts.uid_map, uid) if self.opts.uid_map else uid
+
+    def _gid_in(self, gid: int) -> int:
+        return id_in(self.opts.gid_map, gid) if self.opts.gid_map else gid
 
     def flush_invalidations(self) -> None:
         """Tell the kernel about cache entries the core's side effects made stale.
@@ -219,8 +248,8 @@ class Operations(pyfuse3.Operations):
         st = self.ov.setattr(
             inode,
             mode=stat.S_IMODE(attr.st_mode) if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None,
+            uid=self._uid_in(attr.st_uid) if fields.update_uid else None,
+            gid=self._gid_in(attr.st_gid) if fields.update_gid else None,
             size=attr.st_size if fields.update_size else None,
             atime_ns=attr.st_atime_ns if fields.update_atime else None,
             mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,

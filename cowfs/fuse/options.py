@@ -41,7 +41,10 @@ IGNORED_VALUES = frozenset({
     "comment",
 })
 # Accepted but not implemented yet; a warning says so.
-UNIMPLEMENTED_VALUES = frozenset({"uidmapping", "gidmapping"})
+UNIMPLEMENTED_VALUES: frozenset[str] = frozenset()
+
+IdMap = tuple[tuple[int, int, int], ...]
+"""``(on_disk, shown, count)`` ranges of ``uidmapping=``/``gidmapping=``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,8 @@ class MountOptions:
     read_only: bool = False
     squash_uid: int | None = None
     squash_gid: int | None = None
+    uid_map: IdMap = ()
+    gid_map: IdMap = ()
     static_nlink: bool = False
     log_file: str | None = None
     log_level: str = "WARNING"
@@ -159,6 +164,19 @@ def _int(key: str, value: str) -> int:
     return n
 
 
+def parse_idmap(key: str, value: str) -> IdMap:
+    """Parse fuse-overlayfs's ``ID:MAPPED-ID:LEN[:ID2:MAPPED-ID2:LEN2...]`` (``,`` also
+    separates triples, as in the manual's spelling)."""
+    parts = value.replace(",", ":").split(":")
+    if len(parts) % 3 or not all(p.isdigit() for p in parts):
+        raise UsageError(f"parse option {key}={value}: expected ID:MAPPED-ID:LEN triples")
+    nums = [int(p) for p in parts]
+    out = tuple((nums[i], nums[i + 1], nums[i + 2]) for i in range(0, len(nums), 3))
+    if any(n == 0 for _a, _b, n in out):
+        raise UsageError(f"parse option {key}={value}: empty range")
+    return out
+
+
 def _abs(path: str) -> str:
     # podman runs us with cwd = the storage dir; relative paths are taken from there.
     return os.path.abspath(path)
@@ -222,6 +240,7 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
     volatile = read_only = static_nlink = False
     squash_uid: int | None = None
     squash_gid: int | None = None
+    maps: dict[str, IdMap] = {"uidmapping": (), "gidmapping": ()}
     log_level = "DEBUG" if debug else ""
     fuse: set[str] = {"default_permissions"}
     if euid == 0:
@@ -264,6 +283,8 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
             fuse.add("ro")
         elif key == "redirect_dir" and eq and value not in ("off", "nofollow"):
             warnings.append(f"option redirect_dir={value} not supported; using redirect_dir=off")
+        elif key in maps and eq:
+            maps[key] = parse_idmap(key, value)
         elif key in UNIMPLEMENTED_VALUES and eq:
             warnings.append(f"option {key} is accepted but not implemented; ids are not mapped")
         elif (key in FUSE_PASSTHROUGH_FLAGS and not eq) or (
@@ -306,6 +327,7 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
         source=source, foreground=foreground, debug=debug, timeout=timeout,
         writeback=writeback, fsync=fsync and not volatile, volatile=volatile,
         read_only=read_only, squash_uid=squash_uid, squash_gid=squash_gid,
+        uid_map=maps["uidmapping"], gid_map=maps["gidmapping"],
         static_nlink=static_nlink, log_file=log_file, log_level=log_level,
         fuse_options=frozenset(fuse), warnings=tuple(warnings),
     )

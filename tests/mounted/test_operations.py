@@ -168,3 +168,19 @@ def test_squash_and_static_nlink_options(stack: tuple[Path, ...]) -> None:
         (mnt / "mine").write_text("x")
         assert os.lstat(mnt / "mine").st_uid == 1234
     assert os.lstat(up / "mine").st_uid == os.getuid()  # on disk: the real owner
+
+
+def test_uid_gid_mapping(stack: tuple[Path, ...]) -> None:
+    low, up, work, mnt = stack
+    os.chown(low / "tool", 5, 6)
+    os.chown(low / "file", 50, 50)  # outside the mapping: shown as the overflow id
+    with overlay_mount(mnt, [low], up, work,
+                       options=["uidmapping=0:1000:10", "gidmapping=0:2000:10"]):
+        st = os.lstat(mnt / "tool")
+        assert (st.st_uid, st.st_gid) == (1005, 2006)
+        st = os.lstat(mnt / "file")
+        assert (st.st_uid, st.st_gid) == (65534, 65534)
+        os.chown(mnt / "tool", 1007, 2008)  # ids in requests are mapped back for the disk
+        assert (os.lstat(mnt / "tool").st_uid, os.lstat(mnt / "tool").st_gid) == (1007, 2008)
+    st = os.lstat(up / "tool")
+    assert (st.st_uid, st.st_gid) == (7, 8)

@@ -61,8 +61,16 @@ def test_every_fuse_overlayfs_option_is_accepted() -> None:
     o = parse_args(["-o", f"lowerdir=/l,upperdir=/u,workdir=/w,{opts}", "/m"])
     assert o.squash_uid == 5 and o.squash_gid == 6 and o.static_nlink
     assert o.timeout == 5.0 and not o.writeback and not o.fsync
-    # uid/gid mapping is parsed but not implemented: the user is told.
-    assert len(o.warnings) == 2 and all("mapping" in w for w in o.warnings)
+    assert o.uid_map == ((0, 1000, 1),) and o.gid_map == ((0, 1000, 1),)
+    assert o.warnings == ()
+
+
+def test_idmap_triples() -> None:
+    o = parse_args(["-o", "lowerdir=/l,uidmapping=0:1000:1:1:110000:65536", "/m"])
+    assert o.uid_map == ((0, 1000, 1), (1, 110000, 65536)) and o.gid_map == ()
+    for bad in ("0:1000", "0:x:1", "0:1000:0"):
+        with pytest.raises(UsageError, match="uidmapping"):
+            parse_args(["-o", f"lowerdir=/l,uidmapping={bad}", "/m"])
 
 
 def test_unknown_option_warns() -> None:
