@@ -91,7 +91,7 @@ def raw_terminal(fd: int) -> Iterator[None]:
         return
     old = termios.tcgetattr(fd)
     try:
-        tty.setraw(fd)
+        tty.setraw(fd, termios.TCSANOW)  # keep type-ahead (TCSAFLUSH would drop it)
         yield
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, old)

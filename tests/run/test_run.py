@@ -209,7 +209,8 @@ def test_attach_and_interactive_stdin(env: Env) -> None:
     assert r.returncode == 9 and r.stdout == "echo:one\necho:quit\n"
 
 
-def _pty_cli(env: Env, *args: str, send: bytes = b"", rows: int = 0) -> tuple[int, bytes]:
+def _pty_cli(env: Env, *args: str, send: bytes = b"", rows: int = 0,
+             send_now: bytes = b"") -> tuple[int, bytes]:
     """Run the CLI on a real pty (like a terminal user); return (exit code, output).
 
     ``send`` is typed once the container printed ``ready`` (so the CLI's terminal is
@@ -224,6 +225,8 @@ def _pty_cli(env: Env, *args: str, send: bytes = b"", rows: int = 0) -> tuple[in
     p = subprocess.Popen([sys.executable, "-m", "cowfs.cli", "--root", env.root, *args],
                          stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
     os.close(slave)
+    if send_now:
+        os.write(master, send_now)  # buffered by the pty until the CLI reads it
     out = b""
     sent = not send
     deadline = time.monotonic() + 60
@@ -306,6 +309,18 @@ def test_run_it_forwards_ctrl_c_as_sigint(env: Env) -> None:
                          "while :; do sleep 0.1; done", send=b"\x03")
     assert code == 7, out
     assert b"interrupted" in out
+
+
+def test_detached_tty_container_attach(env: Env) -> None:
+    """run -dit keeps a shell on a pty in the background; attach types into it and
+    returns its exit code."""
+    env.cli("run", "-dit", "--name", "dit", IMAGE, "sh", "-c",
+            "while read -r line; do echo got:$line; [ $line = quit ] && exit 5; done")
+    _running(env, "dit")
+    code, out = _pty_cli(env, "attach", "dit", send_now=b"hello\rquit\r")
+    assert code == 5, out
+    assert b"got:hello" in out and b"got:quit" in out
+    assert env.state("dit")["ExitCode"] == 5
 
 
 def test_exec_it_gives_a_pty(env: Env) -> None:
