@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from .layers import LayerTar
 
 BUSYBOX = "/bin/busybox"
@@ -130,12 +128,6 @@ def cleanup_store(root: str) -> None:
                 pass
         container.kill_all(c)
         container.remove(c, force=True)
-
-
-@pytest.fixture(scope="session")
-def busybox_image_tars() -> tuple[bytes, bytes]:
-    base, top = busybox_layers()
-    return bytes(base), bytes(top)
 
 
 def make_env(tmp_path: Path, backend: str) -> Iterator[Env]:
