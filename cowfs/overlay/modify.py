@@ -77,8 +77,16 @@ class Overlay(OverlayCore):
             os.close(sub)
 
     # --- removal --------------------------------------------------------------------
+    def _note_shared_lower(self, inode: Inode | None) -> None:
+        """A name of a shared lower hardlink goes away: the kernel will drop the inode's
+        link count, but the lower file's count (what getattr reports) does not change."""
+        if inode is not None and len(inode.aliases) > 1 and not self._has_upper(inode):
+            self.invalidations.append((inode.ino, None))
+
     def _remove(self, parent: Inode, name: bytes, child: Inode) -> None:
+        self.generation += 1
         self.ensure_upper_dir(parent)
+        self._note_shared_lower(child)
         if child.is_dir and self.upper is not None:
             self.upper.forget_dirs()
         need_wh = self.lower_has(parent, name)
@@ -202,6 +210,7 @@ class Overlay(OverlayCore):
             if exchange:
                 self.copy_up(dst)
         src_wh = not exchange and self.lower_has(p, name)
+        self.generation += 1
         if self.upper is not None:
             self.upper.forget_dirs()  # dirs move: cached paths go stale
         with self._udir(p) as udfd, self._udir(np) as nudfd:
@@ -238,6 +247,7 @@ class Overlay(OverlayCore):
             self.table.attach(p, name, dst)
         else:
             if dst is not None:
+                self._note_shared_lower(dst)
                 try:
                     dst.last_stat = self.stat_of(dst)
                 except OSError:
@@ -253,9 +263,13 @@ class Overlay(OverlayCore):
         inode = self.table.get(ino)
         if all(v is None for v in (mode, uid, gid, size, atime_ns, mtime_ns)):
             return self.stat_of(inode)
-        if inode.is_dir and size is not None:
-            raise OSError(errno.EISDIR, "is a directory")
+        if size is not None:
+            if inode.is_dir:
+                raise OSError(errno.EISDIR, "is a directory")
+            if not stat.S_ISREG(self.stat_of(inode).st_mode):
+                raise OSError(errno.EINVAL, "truncate of a special file")  # as the VFS
         self._need_upper()
+        self.generation += 1
         if inode.aliases or inode is self.table.root:
             self.copy_up(inode, data=size != 0)
         if size is not None:
@@ -264,8 +278,8 @@ class Overlay(OverlayCore):
             else:
                 with self._uparent(inode) as (dfd, name):
                     assert name is not None
-                    tfd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  dir_fd=dfd)
+                    tfd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+                                  | os.O_NONBLOCK, dir_fd=dfd)
                     try:
                         os.ftruncate(tfd, size)
                     finally:
@@ -311,6 +325,7 @@ class Overlay(OverlayCore):
         attr = self._xattr_name(name)
         self._user_xattr_ok(inode, name, errno.EPERM)
         self._need_upper()
+        self.generation += 1
         self.copy_up(inode)
         with self._uparent(inode) as (dfd, oname):
             setxattr_at(dfd, oname, attr, value, flags)

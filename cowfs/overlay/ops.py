@@ -91,6 +91,7 @@ class OverlayCore(OverlayView):
 
     def _prepared(self, build: Callable[[bytes], None], udfd: int, name: bytes,
                   finish: Callable[[bytes], None] | None = None) -> None:
+        self.generation += 1
         tmp = self._tmpname()
         try:
             build(tmp)

@@ -37,6 +37,8 @@ T = TypeVar("T")
 WORK_SUBDIR = b"work"
 """Temp objects live in WORKDIR/work, the name the kernel uses too (it wipes it at mount)."""
 
+_LISTINGS_KEPT = 8
+"""Dirs whose readdir probes are kept for lookup_entry (bounded memory)."""
 _INO_BITS = 48
 """With layers on several filesystems, ino = real ino | (device index << 48) (like xino)."""
 
@@ -112,6 +114,9 @@ class OverlayView:
         root = Inode(ROOT_INO, tuple(range(len(self.layers))), (rst.st_dev, rst.st_ino),
                      True, xwh)
         self.table = InodeTable(root)
+        self.generation = 0
+        """Bumped by every mutation; cached readdir probes are valid within one value."""
+        self._listings: dict[int, tuple[int, dict[bytes, Entry]]] = {}
 
     def _open_layers(self, lowers: list[str], upperdir: str | None,
                      workdir: str | None) -> None:
@@ -384,6 +389,7 @@ class OverlayView:
                     seen.add(name)
                     names.append(name)
         out: list[tuple[bytes, os.stat_result]] = []
+        probed: dict[bytes, Entry] = {}
         for name in names:
             child = self.table.child(inode, name)
             if child is not None:
@@ -403,11 +409,28 @@ class OverlayView:
                 continue
             nlink = 1 if stat.S_ISDIR(ent.st.st_mode) and len(ent.where) > 1 else None
             out.append((name, _stat_with(ent.st, ino=cino, dev=self.dev, nlink=nlink)))
+            probed[name] = ent
+        # Keep the probes for lookup_entry (readdirplus), valid until the next mutation.
+        self._listings[ino] = (self.generation, probed)
+        while len(self._listings) > _LISTINGS_KEPT:
+            del self._listings[next(iter(self._listings))]
         return out
 
     def lookup_entry(self, parent: int, name: bytes) -> os.stat_result:
-        """``lookup`` for an entry returned by ``readdir`` (readdirplus): +1 lookup."""
-        return self.lookup(parent, name)
+        """``lookup`` for an entry returned by ``readdir`` (readdirplus): +1 lookup.
+
+        Reuses the layer probe ``readdir`` made when the core changed nothing since (one
+        stat instead of a walk through every layer), so st_ino is the one listed.
+        """
+        cached = self._listings.get(parent)
+        ent = cached[1].get(name) if cached and cached[0] == self.generation else None
+        pinode = self.table.get(parent)
+        if ent is None or self.table.child(pinode, name) is not None:
+            return self.lookup(parent, name)
+        inode = self._inode_for(pinode, name, ent)
+        st = self.stat_of(inode)  # fresh: data written through an fd changes size/times
+        inode.lookups += 1
+        return st
 
     def open_existing(self, inode: Inode, flags: int) -> int:
         """Open the top real object of INODE with FLAGS (no copy-up)."""

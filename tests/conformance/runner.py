@@ -99,7 +99,7 @@ def apply(fs: FS, ops: list[Op]) -> list[tuple[str, Any]]:
                 inos[args[1]] = fs.lstat(args[0]).st_ino  # type: ignore[attr-defined]
                 res = None
             elif name == "same_ino":
-                res = fs.lstat(args[0]).st_ino == inos[args[1]]  # type: ignore[attr-defined]
+                res = fs.lstat(args[0]).st_ino == inos.get(args[1])  # type: ignore[attr-defined]
             else:
                 res = getattr(fs, name)(*args)
             results.append(("ok", _norm(res)))

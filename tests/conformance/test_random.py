@@ -35,7 +35,7 @@ def _ops(rng: random.Random, n: int = 30) -> list[Op]:
     ops: list[Op] = []
     for _ in range(n):
         p, q = rng.choice(NAMES), rng.choice(NAMES)
-        kind = rng.randrange(14)
+        kind = rng.randrange(19)
         if kind == 0:
             ops.append(("write", p, rng.randbytes(rng.randrange(1, 50))))
         elif kind == 1:
@@ -63,14 +63,40 @@ def _ops(rng: random.Random, n: int = 30) -> list[Op]:
             ops.append(("read", p))
         elif kind == 12:
             ops.append(("listdir", p))
-        else:
+        elif kind == 13:
             ops.append(("stat", p))
+        elif kind == 14:
+            ops.append(("open_close", p, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        elif kind == 15:
+            ops.append(("removexattr", p, "user.r"))
+        elif kind == 16:
+            ops.append(("mknod", p, 0o020644, os.makedev(1, 3)))  # a fifo would block
+        elif kind == 17:
+            key = rng.choice("xyz")
+            ops.append(("remember_ino", p, key))
+            ops.append(("same_ino", q if rng.random() < 0.3 else p, key))
+        elif rng.random() < 0.3:
+            ops.append(("remount",))
+        else:
+            ops.append(("listxattr", p))
     return ops
+
+
+KNOWN_GAPS: dict[tuple[str, int], str] = {
+    ("fuse", 8): "FUSE: renaming over one name of a lower hardlink (shared node id) makes "
+                 "the kernel drop_nlink the other name's cached inode (nlink 1, kernel "
+                 "says 2); see CONTRACTS.md §1 known gap",
+}
+"""Strict xfails: a known backend gap stays visible and fails the day it is fixed."""
 
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_random_sequence(backend: Backend, seed: int, tmp_path: Path,
-                         reference: Callable[[Scenario], Outcome]) -> None:
+                         reference: Callable[[Scenario], Outcome],
+                         request: pytest.FixtureRequest) -> None:
+    gap = KNOWN_GAPS.get((backend.name, seed))
+    if gap is not None:
+        request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
     sc = Scenario(f"random-{seed}", LOWERS, _ops(random.Random(seed)))
     ref = reference(sc)
     got = execute(backend, tmp_path, sc, kernel_format=not backend.reads_dialects)
@@ -87,4 +113,4 @@ def test_sequences_exercise_errors_and_successes() -> None:
     """The generator must produce both outcomes, or the differential test proves little."""
     ops = [op for seed in SEEDS for op in _ops(random.Random(seed))]
     assert {op[0] for op in ops} >= {"write", "rename", "rmdir", "link", "symlink"}
-    assert len(ops) == 30 * len(SEEDS)
+    assert len(ops) >= 30 * len(SEEDS)

@@ -275,3 +275,48 @@ def test_lower_hardlinks_split_on_copy_up(tmp_path: Path) -> None:
             os.getxattr(tmp_path / "u/a", fmt.origin_xattr(False))
     finally:
         ov.close()
+
+
+def test_invalidations_for_shared_lower_hardlinks(tmp_path: Path) -> None:
+    """Names of one lower hardlink share an inode; when one name is copied up or goes
+    away, the core lists what a kernel cache may now hold wrong (``invalidations``)."""
+    (tmp_path / "l").mkdir()
+    (tmp_path / "l/h1").write_text("x")
+    os.link(tmp_path / "l/h1", tmp_path / "l/h2")
+    (tmp_path / "l/h3").write_text("y")
+    os.link(tmp_path / "l/h3", tmp_path / "l/h4")
+    ov = _ov(tmp_path)
+    try:
+        a = ov.lookup(ROOT_INO, b"h1").st_ino
+        assert ov.lookup(ROOT_INO, b"h2").st_ino == a
+        assert ov.invalidations == []
+        ov.setattr(a, mode=0o600)  # copies up h2, the name looked up last
+        assert sorted(ov.invalidations, key=repr) == sorted(
+            [(a, None), (ROOT_INO, b"h1")], key=repr)
+        ov.invalidations.clear()  # the adapter drains the same list object
+        b = ov.lookup(ROOT_INO, b"h3").st_ino
+        assert ov.lookup(ROOT_INO, b"h4").st_ino == b
+        ov.unlink(ROOT_INO, b"h4")  # the lower h3 still has 2 links
+        assert ov.invalidations == [(b, None)]
+        assert ov.getattr(b).st_nlink == 2
+    finally:
+        ov.close()
+
+
+def test_lookup_entry_after_readdir_is_fresh(ov: Overlay) -> None:
+    d = ov.lookup(ROOT_INO, b"d").st_ino
+    listed = dict(ov.readdir(d))
+    fd = ov.open(ov.resolve(b"d/f"), os.O_WRONLY | os.O_APPEND)  # copy-up: a mutation
+    os.write(fd, b"more")
+    os.close(fd)
+    for name, st in listed.items():
+        got = ov.lookup_entry(d, name)
+        assert got.st_ino == st.st_ino
+    assert ov.getattr(listed[b"f"].st_ino).st_size == len(b"lower datamore")
+    listed = dict(ov.readdir(d))
+    fd = ov.open(listed[b"f"].st_ino, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"!")  # data through an fd: no core mutation, still a fresh size
+    os.close(fd)
+    assert ov.lookup_entry(d, b"f").st_size == len(b"lower datamore!")
+    ov.forget(listed[b"f"].st_ino, 2)
+    ov.forget(listed[b"sub"].st_ino, 1)
