@@ -45,7 +45,7 @@ def start(c: Container, *, attached: bool = False, interactive: bool = False) ->
     mine, theirs = socket.socketpair()
     ws = attach.winsize(0) if c.config.get("Tty") else None
     try:
-        supervisor.launch(c, client=theirs, winsize=ws)
+        supervisor.launch(c, client=theirs, winsize=ws, peer=mine)
     finally:
         theirs.close()
     with mine:

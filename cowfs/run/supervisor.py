@@ -33,10 +33,13 @@ BACKOFF_MAX: Final = 10.0
 RESET_AFTER: Final = 10.0
 """A run longer than this resets the restart backoff (docker does the same)."""
 DRAIN_SECONDS: Final = 2.0
+CLIENT_SEND_TIMEOUT: Final = 5.0
+"""An attached client that does not read for this long is dropped (the container and
+its log must never stall behind a stuck terminal)."""
 
 
 def launch(c: Container, *, client: socket.socket | None = None,
-           winsize: bytes | None = None) -> int:
+           winsize: bytes | None = None, peer: socket.socket | None = None) -> int:
     """Start ``c`` under a new detached supervisor; return once PID 1 has exec'd.
 
     Args:
@@ -44,6 +47,8 @@ def launch(c: Container, *, client: socket.socket | None = None,
         client: one end of a socketpair that is attached from the first byte (``run``
             without ``-d``), so no output is lost before a client could connect.
         winsize: the attached terminal's size (``w`` payload), set before PID 1 starts.
+        peer: the caller's end of that socketpair, closed in the supervisor so the
+            caller's death reads as EOF there.
 
     Returns:
         The supervisor's pid.
@@ -56,6 +61,8 @@ def launch(c: Container, *, client: socket.socket | None = None,
     if first == 0:  # pragma: no cover - forked
         try:
             os.close(ready_r)
+            if peer is not None:
+                peer.close()
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
@@ -110,6 +117,7 @@ class Supervisor:
         self.ready_fd = ready_fd
         self.clients: dict[socket.socket, attach.FrameReader] = {}
         if client is not None:
+            client.settimeout(CLIENT_SEND_TIMEOUT)
             self.clients[client] = attach.FrameReader()
         self.sel = selectors.DefaultSelector()
         self.logf = open(c.log_path, "ab")  # noqa: SIM115 - closed in run()
@@ -297,6 +305,7 @@ class Supervisor:
                 elif key.data == "listen":
                     assert self.listener is not None
                     cl, _ = self.listener.accept()
+                    cl.settimeout(CLIENT_SEND_TIMEOUT)
                     self.clients[cl] = attach.FrameReader()
                     self.sel.register(cl, selectors.EVENT_READ, "client")
                 else:

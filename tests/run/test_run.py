@@ -407,6 +407,25 @@ def test_inspect_graphdriver_and_mounts(env: Env) -> None:
     assert img["GraphDriver"]["Data"]["UpperDir"] == lowers[0]
 
 
+def test_killed_attached_cli_does_not_stall_the_container(env: Env) -> None:
+    """An attached `run` whose CLI dies (SIGKILL) leaves a running container whose
+    output keeps flowing into its log (the supervisor drops the dead client)."""
+    cmd = [sys.executable, "-m", "cowfs.cli", "--root", env.root, "run", "--name", "chatty",
+           IMAGE, "sh", "-c",
+           "i=0; while [ $i -lt 20000 ]; do echo line-$i-padding-padding-padding; "
+           "i=$((i+1)); done; touch /tmp/done; exec sleep 300"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert p.stdout is not None
+    p.stdout.read(100)  # the container is up and talking
+    p.kill()
+    p.wait()
+    p.stdout.close()
+    wait_for(lambda: env.cli("exec", "chatty", "test", "-e", "/tmp/done",
+                             check=False).returncode == 0, timeout=60, what="all output done")
+    logs = env.cli("logs", "chatty").stdout.splitlines()
+    assert logs[-1] == "line-19999-padding-padding-padding" and len(logs) == 20000
+
+
 def test_supervisor_death_keeps_container_data(env: Env) -> None:
     env.cli("run", "-d", "--name", "sd", IMAGE, "sh", "-c", "echo d > /root/d; exec sleep 300")
     pid = _running(env, "sd")
