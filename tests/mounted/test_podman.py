@@ -6,30 +6,27 @@ import io
 import os
 import shutil
 import signal
-import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 
 import pytest
 from helpers.mounting import PROGRAM, pid_alive
+from helpers.peers import peer
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.needs_fuse,
               pytest.mark.needs_tool("podman", "runc", "unshare")]
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
-SCRIPT = """\
-set -eu
-P="podman --root $ROOT/root --runroot $RUNROOT --storage-driver overlay \
-  --storage-opt overlay.mount_program=$PROG --runtime runc --cgroup-manager cgroupfs \
+SCRIPT = """
+Q="podman --root $ROOT/root --runroot $RR/q --storage-driver overlay \\
+  --storage-opt overlay.mount_program=$PROG --runtime runc --cgroup-manager cgroupfs \\
   --events-backend none"
-$P import "$ROOT/rootfs.tar" localhost/cowfs-busy:1 >/dev/null
-$P run --rm --net none --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
-  localhost/cowfs-busy:1 sh -c \
-  'echo written > /new && cat /new && rm /bin/rmme && test ! -e /bin/rmme && \
+$Q import "$ROOT/rootfs.tar" localhost/cowfs-busy:1 >/dev/null
+$Q run --rm $PRUN localhost/cowfs-busy:1 sh -c \\
+  'echo written > /new && cat /new && rm /bin/rmme && test ! -e /bin/rmme && \\
    echo more >> /etc/motd && cat /etc/motd && ls /bin | wc -l'
-$P rmi -a -f >/dev/null
+$Q rmi -a -f >/dev/null
 """
 
 
@@ -66,19 +63,9 @@ def _our_daemons(marker: str) -> list[int]:
 
 def test_podman_runs_a_container_on_cowfs_overlay(tmp_path: Path) -> None:
     _rootfs_tar(tmp_path / "rootfs.tar")
-    # A private policy (containers/image reads $HOME/.config first): no host /etc needed.
-    policy = tmp_path / ".config" / "containers" / "policy.json"
-    policy.parent.mkdir(parents=True)
-    policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
-    runroot = tempfile.mkdtemp(prefix="cowfs-rr-")  # podman wants it under 50 characters
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "ROOT": str(tmp_path), "PROG": PROGRAM,
-           "HOME": str(tmp_path), "RUNROOT": runroot}
-    try:
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", SCRIPT],
-                           env=env, capture_output=True, text=True, timeout=240, check=False)
-    finally:
-        shutil.rmtree(runroot, ignore_errors=True)
-    assert r.returncode == 0, f"podman failed:\n{r.stdout}\n{r.stderr}"
+    # helpers.peers: a private mount namespace whose /etc is overlaid with a permissive
+    # policy.json (the host's /etc stays untouched and may be read-only).
+    r = peer(f"ROOT={tmp_path}\nPROG={PROGRAM}\n{SCRIPT}", tmp_path)
     # The container saw its own write, the copied-up append and the deleted lower file.
     assert r.stdout.split() == ["written", "motd", "more", "8"], r.stdout
     # podman unmounted with fusermount3 -u and every daemon it started has exited.
