@@ -24,6 +24,8 @@ Path = tuple[bytes, ...]
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW
 DIR_CACHE = 64
 """Resolved dir fds kept per layer (bounded; the core holds no fd per inode)."""
+NAMES_CACHE = 256
+"""Dir listings kept per lower layer for lookups."""
 
 
 def check_name(name: bytes) -> None:
@@ -51,6 +53,31 @@ class Layer:
 
     def __post_init__(self) -> None:
         self._dirs: OrderedDict[Path, int] = OrderedDict()
+        self._names: OrderedDict[Path, frozenset[bytes] | None] = OrderedDict()
+
+    def names(self, path: Path) -> frozenset[bytes] | None:
+        """Names in the dir at ``path`` of a LOWER layer (None: no such dir), cached.
+
+        Lowers are immutable while mounted (changing them is undefined, as for the
+        kernel), so a bounded LRU of their listings lets lookups skip layers without a
+        name, and its ``.wh.`` form, with no syscall at all.
+        """
+        assert not self.upper, "the upper changes: never cache its listings"
+        if path in self._names:
+            self._names.move_to_end(path)
+            return self._names[path]
+        fd = self.try_dir(path)
+        if fd is None:
+            names: frozenset[bytes] | None = None
+        else:
+            try:
+                names = frozenset(listdir_fd(fd))
+            finally:
+                os.close(fd)
+        self._names[path] = names
+        if len(self._names) > NAMES_CACHE:
+            self._names.popitem(last=False)
+        return names
 
     def close(self) -> None:
         self.forget_dirs()

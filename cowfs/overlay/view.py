@@ -12,7 +12,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Set
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -212,12 +212,18 @@ class OverlayView:
         upper_key: tuple[int, int] | None = None
         xwh: set[int] = set()
         for li in parent.where:
-            names = listing.get(li) if listing is not None else None
+            layer = self.layers[li]
+            names: Set[bytes] | None
+            if listing is not None:
+                names = listing.get(li)
+            else:
+                names = None if layer.upper else layer.names(ppath)
+                if names is None and not layer.upper:
+                    continue  # no such dir in this lower
             if names is not None and name not in names:
                 if fmt.WH_PREFIX + name in names:
                     break
                 continue
-            layer = self.layers[li]
             dfd = layer.try_dir(ppath)
             if dfd is None:
                 continue
@@ -300,6 +306,10 @@ class OverlayView:
 
     def child_inode(self, parent: Inode, name: bytes) -> Inode:
         """Inode of PARENT/NAME, creating the table entry (no lookup count); ENOENT."""
+        return self._child(parent, name)[0]
+
+    def _child(self, parent: Inode, name: bytes) -> tuple[Inode, os.stat_result | None]:
+        """``child_inode`` plus the stat the probe just made (None if none was made)."""
         check_name(name)
         if not parent.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory", name)
@@ -307,13 +317,13 @@ class OverlayView:
         if cur is not None:
             if len(cur.aliases) > 1:
                 self.table.attach(parent, name, cur)  # reach it through this name now
-            return cur
+            return cur, None
         if fmt.is_wh_name(name):
             raise OSError(errno.ENOENT, "reserved whiteout name", name)
         ent = self.probe(parent, name)
         if ent is None:
             raise OSError(errno.ENOENT, "no such entry", name)
-        return self._inode_for(parent, name, ent)
+        return self._inode_for(parent, name, ent), ent.st
 
     # --- stat -----------------------------------------------------------------------
     def raw_stat(self, inode: Inode) -> os.stat_result:
@@ -332,6 +342,10 @@ class OverlayView:
             if exc.errno == errno.ENOENT and not inode.aliases and inode.last_stat:
                 return _stat_with(inode.last_stat, ino=inode.ino, dev=self.dev, nlink=0)
             raise
+        return self._report(inode, st)
+
+    def _report(self, inode: Inode, st: os.stat_result) -> os.stat_result:
+        """The stat the overlay reports for INODE whose top object has stat ST."""
         nlink = 1 if inode.is_dir and len(inode.where) > 1 else None  # kernel: merged dir
         res = _stat_with(st, ino=inode.ino, dev=self.dev, nlink=nlink)
         inode.last_stat = res
@@ -341,9 +355,12 @@ class OverlayView:
     def lookup(self, parent: int, name: bytes) -> os.stat_result:
         """Look NAME up in dir PARENT; +1 lookup count on success (ENOENT, ENOTDIR)."""
         pinode = self.table.get(parent)
-        inode = self.child_inode(pinode, name)
+        inode, fresh = self._child(pinode, name)
         self.table.attach(pinode, name, inode)  # most recent name is used to reach it
-        st = self.stat_of(inode)
+        if fresh is not None and (fresh.st_dev, fresh.st_ino) == inode.real:
+            st = self._report(inode, fresh)  # the probe's stat is as fresh as any
+        else:
+            st = self.stat_of(inode)
         inode.lookups += 1
         return st
 
