@@ -32,6 +32,8 @@ STATE: Final = "state.json"
 LOG: Final = "container.log"
 LOCK: Final = "lock"
 _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
+_HOST_RE: Final = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
+"""RFC 1123-ish; sethostname(2) takes at most 64 bytes."""
 CRASH_EXIT: Final = 137
 """Exit code reported for a container whose process vanished without a recorded exit."""
 
@@ -215,6 +217,8 @@ def create(root: str, *, image: str, image_id: str, lowerdirs: Sequence[str],
     if not _NAME_RE.match(name):
         raise UsageError(f"create container: invalid name {name!r}")
     parse_restart(restart)
+    if hostname is not None and not _HOST_RE.match(hostname):
+        raise UsageError(f"create container: invalid hostname {hostname!r}")
     os.makedirs(containers_dir(root), exist_ok=True)
     # The name check and the creation hold a store-wide lock so two `create --name x`
     # cannot both win.

@@ -365,6 +365,9 @@ def test_hostile_names_and_specs(env: Env) -> None:
     for name in ("../up", "a/b", "", "-x"):
         r = env.cli("create", "--name", name, IMAGE, "true", check=False)
         assert r.returncode == 2, name
+    for host in ("a" * 70, "bad host", "-lead", "x\ny"):
+        r = env.cli("create", f"--hostname={host}", IMAGE, "true", check=False)
+        assert r.returncode == 2 and "invalid hostname" in r.stderr, host
     env.cli("create", "--name", "dup", IMAGE, "true")
     r = env.cli("create", "--name", "dup", IMAGE, "true", check=False)
     assert r.returncode == 4
