@@ -17,13 +17,15 @@ from .adapters import (
     MountedFs as MountedFs,
     ProgramAdapter as ProgramAdapter,
 )
+from .core import CoreAdapter as CoreAdapter
 from .layers import check_upper as check_upper, write_layer as write_layer
 from .machine import Divergence as Divergence, OverlayMachine as OverlayMachine
 from .model import Model as Model
+from .runner import CheckResult as CheckResult, replay as replay, run_check as run_check
 from .strategies import Stack as Stack, layer as layer, stacks as stacks
 
 __all__ = [
-    "Adapter", "CowfsFuseAdapter", "Divergence", "Fs", "KernelAdapter", "Model",
-    "MountedFs", "OverlayMachine", "ProgramAdapter", "Stack", "check_upper", "layer",
-    "stacks", "write_layer",
+    "Adapter", "CoreAdapter", "CowfsFuseAdapter", "Divergence", "Fs", "KernelAdapter", "Model",
+    "CheckResult", "MountedFs", "OverlayMachine", "ProgramAdapter", "Stack", "check_upper",
+    "layer", "replay", "run_check", "stacks", "write_layer",
 ]

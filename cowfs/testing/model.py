@@ -20,6 +20,8 @@ Rules encoded here (each checked against Linux 6.18 overlayfs):
 * Removing a name that has lower parts leaves a whiteout; ``mkdir`` over a
   whiteout, and renaming a dir over one with lower parts, make an opaque dir.
 * Renaming a dir with lower parts gives ``EXDEV`` (userspace ``mv`` copies).
+* Names of one lower hardlinked file are distinct overlay inodes (``rename`` of one
+  over the other is a real rename); names of one upper file are one inode.
 * A read-only fd opened on a lower file before another fd copies it up reads the
   *new* data afterwards: the kernel reopens the real file (only ``MAP_SHARED``
   mappings keep the old data, which this model does not test).
@@ -382,8 +384,10 @@ class Model:
         if (spath + b"/").startswith(dpath + b"/") and dpath != spath:
             raise OpError(errno.ENOTEMPTY)  # target is an ancestor of the source
         dm = self._child(dparent, dname)
-        if dm is not None and dm.top is sm.top:
-            return  # same inode (same path or hardlinks of one object): no-op
+        if dm is not None and dm.top is sm.top and (dm.parts[0][0] == 0 or spath == dpath):
+            # The same overlay inode: rename(2) does nothing. Lower hardlinks are not one
+            # overlay inode (without index their link breaks on copy-up), upper ones are.
+            return
         if dm is not None:
             if sm.is_dir and not dm.is_dir:
                 raise OpError(errno.ENOTDIR)

@@ -7,15 +7,20 @@ command lines (``cowfs.cli.check`` does) or print.
 
 from __future__ import annotations
 
+import os
 import random
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
+from hypothesis.errors import Flaky
 from hypothesis.stateful import run_state_machine_as_test
 
 from .adapters import Adapter
-from .machine import Divergence, OverlayMachine, Record
+from .layers import check_upper, write_layer
+from .machine import Divergence, OverlayMachine, Record, diff_snapshots, result_of
+from .model import Dir, Model
 from .script import render
 
 
@@ -69,6 +74,9 @@ def run_check(adapter: Adapter, *, examples: int = 100, seed: int | None = None,
     except Exception as exc:  # an adapter crash is a finding too, with its reproducer
         record = machine.last
         msg = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, Flaky):
+            msg = ("the implementation is nondeterministic: the same sequence diverged "
+                   f"differently when replayed (the script shows the last run)\n{msg}")
         if record is not None:
             record.failure = record.failure or msg
         return CheckResult(adapter.name, False, counter["examples"], counter["steps"], msg,
@@ -76,3 +84,41 @@ def run_check(adapter: Adapter, *, examples: int = 100, seed: int | None = None,
     finally:
         random.setstate(state)
     return CheckResult(adapter.name, True, counter["examples"], counter["steps"])
+
+
+def replay(adapter: Adapter, lowers: Sequence[Dir],
+           steps: Sequence[tuple[str, tuple[bytes | int, ...]]]) -> list[str]:
+    """Run a fixed sequence on ``adapter`` and on the model; return the divergences.
+
+    For regression tests of one known case (no hypothesis involved): ``lowers`` are
+    model trees (top first), ``steps`` are ``(operation, args)`` as in ``Record.steps``
+    (``("remount", ())`` included).
+    """
+    found: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="cowfs-replay-") as tmp:
+        paths = []
+        for i, tree in enumerate(lowers):
+            path = os.path.join(tmp, f"l{i}")
+            os.mkdir(path)
+            write_layer(tree, path, userxattr=adapter.userxattr)
+            paths.append(path)
+        dirs = [os.path.join(tmp, d) for d in ("upper", "work", "merged")]
+        for d in dirs:
+            os.mkdir(d)
+        model = Model(list(lowers))
+        fs = adapter.open(paths, *dirs)
+        try:
+            for op, args in steps:
+                if op == "remount":
+                    fs.close()
+                    fs = adapter.open(paths, *dirs)
+                    continue
+                want = result_of(getattr(model, op), *args)
+                got = result_of(fs.apply, op, args)
+                if want != got:
+                    found.append(f"{op}{args!r}: model {want}, {adapter.name} {got}")
+            found += diff_snapshots(model.snapshot(), fs.snapshot())
+        finally:
+            fs.close()
+        found += check_upper(dirs[0], userxattr=adapter.userxattr)
+    return found

@@ -68,19 +68,23 @@ def _short(node: Node) -> str:
 
 @st.composite
 def layer(draw: st.DrawFn, names: list[bytes], max_depth: int = 2,
-          max_children: int = 4) -> Dir:
-    """One layer tree over ``names``: files, dirs, symlinks, hardlinks, fifos, whiteouts."""
+          max_children: int = 4, exclude: frozenset[str] = frozenset()) -> Dir:
+    """One layer tree over ``names``: files, dirs, symlinks, hardlinks, fifos, whiteouts.
+
+    ``exclude`` leaves kinds out: ``symlink``, ``fifo``, ``hardlink``, ``whiteout``, ``dir``.
+    """
     files: list[Inode] = []
 
     def fill(d: Dir, depth: int) -> None:
         chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=max_children))
         for name in chosen:
-            kinds = ["file", "dir", "symlink", "fifo", "hardlink", "whiteout"]
-            if depth >= max_depth:
+            kinds = [k for k in ("file", "dir", "symlink", "fifo", "hardlink", "whiteout")
+                     if k not in exclude]
+            if depth >= max_depth and "dir" in kinds:
                 kinds.remove("dir")
-            if not files:
+            if not files and "hardlink" in kinds:
                 kinds.remove("hardlink")
-            if d.opaque:
+            if d.opaque and "whiteout" in kinds:
                 kinds.remove("whiteout")  # the kernel cannot stat those: invalid layer
             kind = draw(st.sampled_from(kinds))
             node: Node
@@ -111,12 +115,12 @@ def layer(draw: st.DrawFn, names: list[bytes], max_depth: int = 2,
 
 @st.composite
 def stacks(draw: st.DrawFn, max_layers: int = 3, max_names: int = 4,
-           max_depth: int = 2) -> Stack:
+           max_depth: int = 2, exclude: frozenset[str] = frozenset()) -> Stack:
     """1..``max_layers`` lower layers over a small name pool drawn from ``NAME_POOL``."""
     names = draw(st.lists(st.sampled_from(NAME_POOL), min_size=2, max_size=max_names,
                           unique=True))
     n = draw(st.integers(1, max_layers))
-    lowers = [draw(layer(names, max_depth)) for _ in range(n)]
+    lowers = [draw(layer(names, max_depth, exclude=exclude)) for _ in range(n)]
     for i, tree in enumerate(lowers):
         _drop_stray_whiteouts(tree, lowers[i + 1:])
     return Stack(lowers, names)

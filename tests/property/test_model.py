@@ -83,3 +83,13 @@ def test_errnos_of_the_vfs_and_of_overlayfs() -> None:
 def test_fd_opened_before_copy_up_reads_new_data() -> None:
     m = _stack()
     assert m.fd_copyup(b"h1", b"NEW") == b"NEWer"
+
+
+def test_lower_hardlinks_are_two_overlay_inodes_for_rename() -> None:
+    m = _stack()
+    m.rename(b"h1", b"h2")  # not a no-op, unlike rename(2) between links of one inode
+    snap = m.snapshot()
+    assert b"h1" not in snap and snap[b"h2"].nlink == 1
+    m.link(b"h2", b"h3")
+    m.rename(b"h2", b"h3")  # upper hardlinks are one inode: nothing happens
+    assert {b"h2", b"h3"} <= set(m.snapshot())
