@@ -140,6 +140,9 @@ def make_env(tmp_path: Path, backend: str) -> Iterator[Env]:
     finally:
         cleanup_store(root)
     assert not noise, f"supervisors logged problems (STYLE habit 11): {noise}"
+    from cowfs.store import open_store
+
+    assert open_store(root).fsck() == []  # image layers intact after whatever ran
 
 
 def supervisor_noise(root: str) -> list[str]:
