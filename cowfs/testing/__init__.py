@@ -12,6 +12,7 @@ from __future__ import annotations
 from .adapters import (
     Adapter as Adapter,
     CowfsFuseAdapter as CowfsFuseAdapter,
+    DriverAdapter as DriverAdapter,
     Fs as Fs,
     KernelAdapter as KernelAdapter,
     MountedFs as MountedFs,
@@ -25,7 +26,8 @@ from .runner import CheckResult as CheckResult, replay as replay, run_check as r
 from .strategies import Stack as Stack, layer as layer, stacks as stacks
 
 __all__ = [
-    "Adapter", "CoreAdapter", "CowfsFuseAdapter", "Divergence", "Fs", "KernelAdapter", "Model",
-    "CheckResult", "MountedFs", "OverlayMachine", "ProgramAdapter", "Stack", "check_upper",
-    "layer", "replay", "run_check", "stacks", "write_layer",
+    "Adapter", "CheckResult", "CoreAdapter", "CowfsFuseAdapter", "Divergence",
+    "DriverAdapter", "Fs", "KernelAdapter", "Model", "MountedFs", "OverlayMachine",
+    "ProgramAdapter", "Stack", "check_upper", "layer", "replay", "run_check", "stacks",
+    "write_layer",
 ]

@@ -261,6 +261,37 @@ class CowfsFuseAdapter(ProgramAdapter):
         return None
 
 
+class DriverAdapter(Adapter):
+    """cowfs's Python API: ``cowfs.mount(lowers, upper, work, target, backend=...)``.
+
+    ``backend="kernel"`` tests cowfs's kernel backend (its option builder and mount
+    path), ``"fuse"`` the driver launching ``cowfs-overlay``. The probe cache lives
+    next to the mountpoint, so nothing is written to the default store.
+    """
+
+    def __init__(self, backend: str = "kernel") -> None:
+        self.backend = backend
+        self.name = f"cowfs-driver-{backend}"
+
+    def unavailable(self) -> str | None:
+        if os.geteuid() != 0:
+            return "the driver adapter needs root"
+        try:
+            from .. import driver  # noqa: F401
+        except ImportError as exc:
+            return f"cowfs.driver not importable: {exc}"
+        return None
+
+    def open(self, lowers: Sequence[str], upper: str, work: str, mnt: str) -> Fs:
+        from ..driver import mount
+
+        run_dir = os.path.join(os.path.dirname(mnt), "run")
+        os.makedirs(run_dir, exist_ok=True)
+        m = mount(list(lowers), upper, work, mnt, backend=self.backend, run_dir=run_dir,
+                  register=False)
+        return MountedFs(mnt, m.unmount)
+
+
 def unavailable_error(adapter: Adapter) -> BackendUnavailable | None:
     why = adapter.unavailable()
     return BackendUnavailable(f"test {adapter.name}: {why}") if why else None
