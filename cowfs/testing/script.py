@@ -93,6 +93,7 @@ def render(record: Record, adapter: Adapter, *, title: str = "") -> str:
         "do_umount() {",
         f'  if [ "$IMPL" = kernel ]; then umount "$T/merged"; else {prog_umount}; fi',
         "}",
+        """trap 'mountpoint -q "$T/merged" && do_umount; rm -rf "$T"' EXIT""",
         "do_mount",
     ]
     for op, args in record.steps:
@@ -104,6 +105,5 @@ def render(record: Record, adapter: Adapter, *, title: str = "") -> str:
         'echo "--- upper dir after unmount:"',
         "(cd \"$T/upper\" && find . -mindepth 1 -printf '%y %m %p\\n' | sort"
         " && getfattr -R -h -d -m - -e hex . 2>/dev/null)",
-        'rm -rf "$T"',
     ]
     return "\n".join(out) + "\n"
