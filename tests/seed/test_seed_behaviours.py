@@ -174,6 +174,9 @@ def test_restart_always(env: Env) -> None:
     env.cli("run", "-d", "--name", "ra", "--restart", "always", "-v", "ra:/data", IMAGE,
             "sh", "-c", "echo x >> /data/runs; exit 1")
     wait_for(lambda: env.state("ra").get("RestartCount", 0) >= 2, what="two restarts")
+    # the seed's "check restart policy": docker ps --format "table {{.Names}}\t{{.Status}}"
+    table = env.cli("ps", "-a", "--format", "table {{.Names}}\t{{.RestartPolicy}}").stdout
+    assert table.splitlines()[1].split() == ["ra", "always"]
     env.cli("stop", "-t", "1", "ra")
     runs = env.state("ra")["RestartCount"]
     st = env.state("ra")
