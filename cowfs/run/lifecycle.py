@@ -45,7 +45,10 @@ def start(c: Container, *, attached: bool = False, interactive: bool = False) ->
     mine, theirs = socket.socketpair()
     ws = attach.winsize(0) if c.config.get("Tty") else None
     try:
-        supervisor.launch(c, client=theirs, winsize=ws, peer=mine)
+        if supervisor.launch(c, client=theirs, winsize=ws, peer=mine) == 0:
+            theirs.close()
+            mine.close()
+            return attach_to(c, interactive=interactive)  # a concurrent start won
     finally:
         theirs.close()
     with mine:

@@ -11,6 +11,7 @@ Must not parse command lines or print to a terminal.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ BACKOFF_START: Final = 0.1
 BACKOFF_MAX: Final = 10.0
 RESET_AFTER: Final = 10.0
 """A run longer than this resets the restart backoff (docker does the same)."""
+SUPERVISOR_LOCK: Final = "supervisor.lock"
 DRAIN_SECONDS: Final = 2.0
 CLIENT_SEND_TIMEOUT: Final = 5.0
 """An attached client that does not read for this long is dropped (the container and
@@ -79,6 +81,8 @@ def launch(c: Container, *, client: socket.socket | None = None,
     kind, _, rest = line.partition(" ")
     if kind == "ok":
         return int(rest)
+    if kind == "busy":
+        return 0  # another supervisor owns it (a concurrent start won the race)
     raise RunError(rest if kind == "err" else f"start container {c.name}: supervisor died")
 
 
@@ -133,6 +137,18 @@ class Supervisor:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         policy, max_retries = _restart_policy(str(self.c.config.get("RestartPolicy", "no")))
+        # One supervisor per container, for its whole life: a second `start` racing
+        # this one finds the lock taken and backs off (the container is being started).
+        self.lock_fd = os.open(os.path.join(self.c.dir, SUPERVISOR_LOCK),
+                               os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._ready("busy")
+            self.logf.close()
+            for cl in self.clients:
+                cl.close()
+            return 0
         me = os.getpid()
         self.c.update_state(SupervisorPid=me, SupervisorStart=proc_start_time(me),
                             StopRequested=False, Error="")

@@ -167,6 +167,52 @@ def test_stop_escalates_to_sigkill_and_rm_rules(env: Env) -> None:
     assert env.cli("ps", "-a", "-q").stdout == ""
 
 
+def test_one_supervisor_per_container(env: Env) -> None:
+    """The supervisor lock: while another supervisor holds it, `start` launches none
+    (deterministic); concurrent starts end with exactly one supervisor and one mount."""
+    import fcntl
+
+    env.cli("create", "--name", "race", IMAGE, "sleep", "300")
+    c = env.container("race")
+    fd = os.open(os.path.join(c.dir, "supervisor.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        env.cli("start", "race")
+        assert not env.state("race")["Running"]
+        with open("/proc/self/mountinfo") as f:
+            assert not any(line.split()[4] == c.merged for line in f)
+    finally:
+        os.close(fd)
+    cmd = [sys.executable, "-m", "cowfs.cli", "--root", env.root, "start", "race"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    codes = [p.wait(timeout=60) for p in procs]
+    for p in procs:
+        if p.stderr:
+            p.stderr.close()
+    assert codes == [0, 0, 0]
+    _running(env, "race")
+    with open("/proc/self/mountinfo") as f:
+        assert sum(line.split()[4] == c.merged for line in f) == 1
+    lock = os.path.join(c.dir, "supervisor.lock")
+    holders = [pid for pid in filter(str.isdigit, os.listdir("/proc")) if lock in _fds(pid)]
+    assert holders == [str(c.raw_state()["SupervisorPid"])]
+
+
+def _fds(pid: str) -> set[str]:
+    """Targets of a process's open fds."""
+    out = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                out.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return out
+
+
 def test_kill_sends_signal(env: Env) -> None:
     env.cli("run", "-d", "--name", "k", IMAGE, "sh", "-c",
             "trap 'echo got-usr1; exit 3' USR1; while :; do sleep 0.1; done")
