@@ -351,3 +351,40 @@ class Prefetcher(io.RawIOBase):
             except queue.Empty:
                 pass
         super().close()
+
+
+class Direct(io.RawIOBase):
+    """``Prefetcher``'s interface without a thread (for uncompressed blobs, where the
+    only work to overlap is one hash and a thread costs more than it saves when the
+    CPUs are busy)."""
+
+    def __init__(self, src: BinaryIO, counter: Callable[[], int],
+                 progress: Callable[[int], None] | None) -> None:
+        super().__init__()
+        self._src = src
+        self._counter = counter
+        self._progress = progress
+        self.reported = 0
+        """Compressed bytes already passed to ``progress``."""
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._src.read(CHUNK if size is None or size < 0 else size)
+        if self._progress is not None:
+            count = self._counter()
+            if count > self.reported:
+                self._progress(count - self.reported)
+                self.reported = count
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read to the end (hashing on the way)."""
+        while self.read(CHUNK):
+            pass

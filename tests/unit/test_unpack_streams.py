@@ -45,8 +45,9 @@ def test_multi_member_gzip_multi_frame_zstd_and_trailing_bytes(tmp: Path) -> Non
         assert (tmp / name / "b").read_bytes() == b"B" * 7000
 
 
-def test_progress_reports_compressed_bytes(tmp: Path) -> None:
-    blob = LayerTar().file("big", os.urandom(3 << 20)).compressed("gzip")
+@pytest.mark.parametrize("kind", ["none", "gzip"])
+def test_progress_reports_compressed_bytes(tmp: Path, kind: str) -> None:
+    blob = LayerTar().file("big", os.urandom(3 << 20)).compressed(kind)
     seen: list[int] = []
     res = unpack(blob, tmp / "d", progress=seen.append)
     assert sum(seen) == len(blob) == res.compressed_size and len(seen) >= 3
