@@ -24,4 +24,4 @@ CoreMachine = OverlayMachine.bind(
     disabled=frozenset({"rename_lower_hardlinks"}))
 TestCoreMatchesModel = CoreMachine.TestCase
 TestCoreMatchesModel.settings = settings(
-    max_examples=50 if CI else 2000, stateful_step_count=40)
+    max_examples=120 if CI else 2000, stateful_step_count=40)

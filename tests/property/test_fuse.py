@@ -20,5 +20,5 @@ FuseMachine = OverlayMachine.bind(
     disabled=frozenset({"fd_copyup", "rename_lower_hardlinks"}))
 TestFuseMatchesModel = FuseMachine.TestCase
 TestFuseMatchesModel.settings = settings(
-    max_examples=15 if CI else 500, stateful_step_count=30)
+    max_examples=20 if CI else 500, stateful_step_count=30)
 
