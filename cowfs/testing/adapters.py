@@ -177,9 +177,14 @@ class ProgramAdapter(Adapter):
     def open(self, lowers: Sequence[str], upper: str, work: str, mnt: str) -> Fs:
         argv = self._argv(":".join(lowers), upper, work, mnt)
         env = dict(os.environ, **self.env) if self.env else None
-        r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
-                           stdin=subprocess.DEVNULL, env=env)
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False,
+                               stdin=subprocess.DEVNULL, env=env)
+        except subprocess.TimeoutExpired:
+            self._cleanup(mnt, _daemons(mnt))
+            raise MountError(f"mount {self.program} at {mnt}: no answer in 60 s") from None
         if r.returncode != 0:
+            self._cleanup(mnt, _daemons(mnt))
             raise MountError(f"mount {self.program} at {mnt}: exit {r.returncode}: "
                              f"{r.stderr.strip()}")
         try:
