@@ -357,6 +357,23 @@ def test_run_it_forwards_ctrl_c_as_sigint(env: Env) -> None:
     assert b"interrupted" in out
 
 
+def test_exec_and_attached_run_forward_signals(env: Env) -> None:
+    """Without a tty, SIGINT to the CLI reaches the process (exec: directly; run: via
+    the supervisor), which decides what to do with it."""
+    env.cli("run", "-d", "--name", "sig", IMAGE, "sleep", "300")
+    _running(env, "sig")
+    script = "trap 'echo got-int; exit 4' INT; echo ready; while :; do sleep 0.1; done"
+    for args in (["exec", "sig", "sh", "-c", script], ["run", "--rm", IMAGE, "sh", "-c", script]):
+        p = subprocess.Popen([sys.executable, "-m", "cowfs.cli", "--root", env.root, *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert p.stdout is not None
+        assert p.stdout.readline() == b"ready\n"
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=30) == 4, args
+        assert p.stdout.read() == b"got-int\n"
+        p.stdout.close()
+
+
 def test_detached_tty_container_attach(env: Env) -> None:
     """run -dit keeps a shell on a pty in the background; attach types into it and
     returns its exit code."""
