@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis.errors import Flaky
 from hypothesis.stateful import run_state_machine_as_test
 
+from ..errors import MountError
 from .adapters import Adapter
 from .layers import check_upper, write_layer
 from .machine import Divergence, OverlayMachine, Record, diff_snapshots, result_of
@@ -73,6 +74,9 @@ def run_check(adapter: Adapter, *, examples: int = 100, seed: int | None = None,
                            str(exc), render(record, adapter), record)
     except Exception as exc:  # an adapter crash is a finding too, with its reproducer
         record = machine.last
+        if isinstance(exc, MountError) and (record is None or not record.steps):
+            raise  # it cannot even mount: not a divergence, a usage problem
+
         msg = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, Flaky):
             msg = ("the implementation is nondeterministic: the same sequence diverged "

@@ -49,6 +49,13 @@ def test_check_can_skip_known_divergences() -> None:
     assert "matches the kernel overlayfs model" in r.stdout
 
 
+@pytest.mark.needs_tool("false")
+def test_check_program_that_cannot_mount_is_a_clean_error() -> None:
+    r = _cowfs("check", "--program", "false", "--examples", "2")
+    assert r.returncode == 6, r.stdout + r.stderr  # MountError
+    assert "cowfs: mount" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_check_kernel_matches_model() -> None:
     r = _cowfs("check", "--kernel", "--examples", "5", "--steps", "15", "--seed", "7")
     assert r.returncode == 0, r.stdout + r.stderr
