@@ -28,13 +28,28 @@ LOWERS: list[dict[str, Any]] = [
 NAMES = ["a", "b", "d", "d/a", "d/b", "d/sub", "d/sub/x", "d/new", "e", "e/f", "e/g", "o",
          "o/n", "o/old", "l", "h1", "h2", "empty", "empty/z", "deep/er", "deep/er/est/f",
          "n1", "n1/m"]
+LOWERS_B: list[dict[str, Any]] = [
+    {"d/a": ("wh",), "m": ("opaque", b"y"), "m/new": "n", "s/x": "x2", "t": ("link", "d"),
+     "big/f1": ("file", "1", {"xattrs": {"user.k": b"v"}})},
+    {"d/a": "mid-a", "d/c": "c", "m/hidden": "h", "s": None, "u/v/w": "w",
+     "u/v/hl": ("hardlink", "u/v/w")},
+    {"d/a": "a", "d/b": "b", "m/old": "o", "s/y": "y", "u/z": "z", "e": None,
+     "dev": ("chr", 1, 3), "s/y2": ("link", "/d/b")},
+]
+NAMES_B = ["d", "d/a", "d/b", "d/c", "m", "m/new", "m/old", "s", "s/x", "s/y", "t", "t/b",
+           "u", "u/v", "u/v/w", "u/v/hl", "u/z", "e", "e/q", "big", "big/f1", "n2"]
+"""Odd seeds run on this 3-layer stack (opaque middle dir, symlink to a dir, hardlinks)."""
+SPLIT_NUMBERS = {"h1", "h2", "u/v/w", "u/v/hl"}
+"""Names of lower hardlinks: once one is copied up, the kernel gives the copy a new st_ino
+and the others keep the old one; the core keeps it for the copy (the FUSE node id the
+kernel holds) and renumbers the others. A documented difference: no inode checks there."""
 SEEDS = list(range(int(os.environ.get("COWFS_RANDOM_SEEDS", "12"))))
 
 
-def _ops(rng: random.Random, n: int = 30) -> list[Op]:
+def _ops(rng: random.Random, n: int = 30, names: list[str] = NAMES) -> list[Op]:
     ops: list[Op] = []
     for _ in range(n):
-        p, q = rng.choice(NAMES), rng.choice(NAMES)
+        p, q = rng.choice(names), rng.choice(names)
         kind = rng.randrange(19)
         if kind == 0:
             ops.append(("write", p, rng.randbytes(rng.randrange(1, 50))))
@@ -70,8 +85,9 @@ def _ops(rng: random.Random, n: int = 30) -> list[Op]:
         elif kind == 15:
             ops.append(("removexattr", p, "user.r"))
         elif kind == 16:
-            ops.append(("mknod", p, 0o020644, os.makedev(1, 3)))  # a fifo would block
-        elif kind == 17:
+            # a socket: a fifo would block an open, a device is nodev on a FUSE mount
+            ops.append(("mknod", p, 0o140644))
+        elif kind == 17 and p not in SPLIT_NUMBERS and q not in SPLIT_NUMBERS:
             key = rng.choice("xyz")
             ops.append(("remember_ino", p, key))
             ops.append(("same_ino", q if rng.random() < 0.3 else p, key))
@@ -97,7 +113,8 @@ def test_random_sequence(backend: Backend, seed: int, tmp_path: Path,
     gap = KNOWN_GAPS.get((backend.name, seed))
     if gap is not None:
         request.applymarker(pytest.mark.xfail(reason=gap, strict=True))
-    sc = Scenario(f"random-{seed}", LOWERS, _ops(random.Random(seed)))
+    lowers, names = (LOWERS, NAMES) if seed % 2 == 0 else (LOWERS_B, NAMES_B)
+    sc = Scenario(f"random-{seed}", lowers, _ops(random.Random(seed), names=names))
     ref = reference(sc)
     got = execute(backend, tmp_path, sc, kernel_format=not backend.reads_dialects)
     bad = [f"op {i} {sc.ops[i]!r}: backend={g!r} reference={r!r}"
