@@ -19,9 +19,10 @@ if TYPE_CHECKING:
         Mount as Mount,
         mount as mount,
     )
+    from .overlay import Overlay as Overlay
     from .store import open_store as open_store
 
-_LAZY = {"Mount": "driver", "mount": "driver", "open_store": "store"}
+_LAZY = {"Mount": "driver", "mount": "driver", "open_store": "store", "Overlay": "overlay"}
 """Re-exports loaded on first use: cowfs.fuse (a layer below the driver) imports this
 package for ``__version__``, so a static import here would make it import the driver
 (and the store, with its decompressors, for every ``import cowfs``)."""
