@@ -11,9 +11,9 @@ from __future__ import annotations
 import subprocess
 
 import pytest
+from helpers.mounting import FUSERMOUNT, PROGRAM, _daemon_pid, mount_fstype, pid_alive, wait_for
 
 from conformance.backends import Backend, MountedFS
-from helpers.mounting import FUSERMOUNT, PROGRAM, _daemon_pid, mount_fstype, pid_alive, wait_for
 
 
 class FuseFS(MountedFS):
