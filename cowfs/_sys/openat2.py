@@ -30,6 +30,8 @@ class _OpenHow(ctypes.Structure):
 
 
 _have_openat2: bool | None = None
+_CHUNK = 3072
+"""Paths longer than this are resolved in steps (PATH_MAX is 4096 with the NUL)."""
 
 
 def _raw_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
@@ -52,6 +54,16 @@ def open_beneath(dirfd: int, path: bytes, flags: int, mode: int = 0) -> int:
     """
     global _have_openat2
     flags |= os.O_CLOEXEC
+    if len(path) > _CHUNK:
+        # Longer than PATH_MAX allows: resolve a prefix of whole components, go on from it.
+        cut = path.rfind(b"/", 0, _CHUNK)
+        if cut <= 0:
+            raise OSError(errno.ENAMETOOLONG, "path component too long", path)
+        mid = open_beneath(dirfd, path[:cut], os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            return open_beneath(mid, path[cut + 1:], flags, mode)
+        finally:
+            os.close(mid)
     target = path or b"."
     if _have_openat2 is not False:
         try:

@@ -320,3 +320,30 @@ def test_lookup_entry_after_readdir_is_fresh(ov: Overlay) -> None:
     assert ov.lookup_entry(d, b"f").st_size == len(b"lower datamore!")
     ov.forget(listed[b"f"].st_ino, 2)
     ov.forget(listed[b"sub"].st_ino, 1)
+
+
+def test_paths_longer_than_path_max(tmp_path: Path) -> None:
+    """The kernel has no PATH_MAX limit inside an overlay; layer paths are walked in steps."""
+    comps = [f"c{i:02d}" * 50 for i in range(30)]  # ~4.5 KiB of path
+    (tmp_path / "l").mkdir()
+    fd = os.open(tmp_path / "l", os.O_RDONLY | os.O_DIRECTORY)
+    for c in comps:  # built fd by fd: a path string would hit PATH_MAX
+        os.mkdir(c, dir_fd=fd)
+        nxt = os.open(c, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    os.close(fd)
+    ov = None
+    try:
+        ov = _ov(tmp_path)
+        ino = ROOT_INO
+        for c in comps:
+            ino = ov.lookup(ino, c.encode()).st_ino
+        fd, st = ov.create(ino, b"leaf", os.O_WRONLY, 0o644, ROOTISH)
+        os.write(fd, b"deep")
+        os.close(fd)
+        assert ov.resolve(b"/".join(c.encode() for c in comps) + b"/leaf") == st.st_ino
+        assert [n for n, _ in ov.readdir(ino)] == [b"leaf"]
+    finally:
+        if ov is not None:
+            ov.close()
