@@ -518,7 +518,11 @@ class Store:
         if prune:
             from .gc import collect
 
-            removed.extend(f"Deleted: {x}" for x in collect(self, blocking=False))
+            # a digest can name a layer and its blob (uncompressed), or an image and its
+            # config blob: report each once, like docker
+            for x in collect(self, blocking=False):
+                if f"Deleted: {x}" not in removed:
+                    removed.append(f"Deleted: {x}")
         return removed
 
     def gc(self) -> list[str]:
