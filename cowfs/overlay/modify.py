@@ -25,7 +25,7 @@ from cowfs.overlay.layer import (
 )
 from cowfs.overlay.node import Inode
 from cowfs.overlay.ops import Caller, OverlayCore
-from cowfs.overlay.view import _rmtree_at
+from cowfs.overlay.view import rmtree_at
 from cowfs.overlay.whiteout import (
     dir_marks,
     is_whiteout_entry,
@@ -72,7 +72,7 @@ class Overlay(OverlayCore):
         sub = open_beneath(udfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         try:
             for child in listdir_fd(sub):
-                _rmtree_at(sub, child)
+                rmtree_at(sub, child)
         finally:
             os.close(sub)
 
@@ -105,7 +105,7 @@ class Overlay(OverlayCore):
                                         tmp_name=self._tmpname())
                     else:
                         renameat2(udfd, name, self.work_fd, tmp, RENAME_NOREPLACE)
-                    _rmtree_at(self.work_fd, tmp)
+                    rmtree_at(self.work_fd, tmp)
                 else:
                     os.unlink(name, dir_fd=udfd)
             else:

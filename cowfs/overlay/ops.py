@@ -23,7 +23,7 @@ from cowfs._sys.openat2 import fd_path
 from cowfs.overlay.copyup import copy_attrs, copy_data, copy_xattrs, set_times
 from cowfs.overlay.layer import Layer, check_name, lstat_at, setxattr_at
 from cowfs.overlay.node import Inode
-from cowfs.overlay.view import OverlayView, _rmtree_at
+from cowfs.overlay.view import OverlayView, rmtree_at
 from cowfs.overlay.whiteout import (
     is_whiteout_entry,
     set_opaque,
@@ -85,7 +85,7 @@ class OverlayCore(OverlayView):
         st = lstat_at(udfd, name)
         if st is not None and is_whiteout_entry(udfd, name, st, True):
             renameat2(self.work_fd, tmp, udfd, name, RENAME_EXCHANGE)
-            _rmtree_at(self.work_fd, tmp)  # the stale whiteout, now in work
+            rmtree_at(self.work_fd, tmp)  # the stale whiteout, now in work
         else:
             renameat2(self.work_fd, tmp, udfd, name, RENAME_NOREPLACE)
 
@@ -99,7 +99,7 @@ class OverlayCore(OverlayView):
                 finish(tmp)
             self._commit(tmp, udfd, name)
         except BaseException:
-            _rmtree_at(self.work_fd, tmp)
+            rmtree_at(self.work_fd, tmp)
             raise
 
     def _origin_value(self, dfd: int, name: bytes, st: os.stat_result) -> bytes | None:

@@ -2,7 +2,8 @@
 
 Owns: opening the layer stack, probing a name through the layers (merge, opaque, whiteouts
 of every dialect), inode numbering and the inode table. Synchronous, not thread-safe; no
-FUSE, no trio. Mutations live in ``ops.py`` (class ``Overlay``) on top of this class.
+FUSE, no trio. Mutations live in ``ops.py`` (``OverlayCore``: copy-up, create) and
+``modify.py`` (``Overlay``: remove, rename, attributes) on top of this class.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ class OverlayView:
         fd = open_beneath(wfd, WORK_SUBDIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         for name in listdir_fd(fd):
             log.info("overlay: removing stale work entry %r", name)
-            _rmtree_at(fd, name)
+            rmtree_at(fd, name)
         return fd
 
     def close(self) -> None:
@@ -517,7 +518,7 @@ class OverlayView:
         return inode.ino
 
 
-def _rmtree_at(dfd: int, name: bytes) -> None:
+def rmtree_at(dfd: int, name: bytes) -> None:
     """Remove NAME (any type, recursively) in dir fd without following symlinks."""
     try:
         os.unlink(name, dir_fd=dfd)
@@ -531,7 +532,7 @@ def _rmtree_at(dfd: int, name: bytes) -> None:
     sub = open_beneath(dfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
         for child in listdir_fd(sub):
-            _rmtree_at(sub, child)
+            rmtree_at(sub, child)
     finally:
         os.close(sub)
     os.rmdir(name, dir_fd=dfd)
