@@ -102,8 +102,8 @@ def _add_dir(tf: tarfile.TarFile, upper: str, lowers: Sequence[str], rel: str,
                 ti.mode, ti.mtime = 0o600, int(st.st_mtime)
                 tf.addfile(ti)
             continue
-        ti = _info(arc, st, path)
         if stat.S_ISDIR(st.st_mode):
+            ti = _info(arc, st, path)
             ti.type = tarfile.DIRTYPE
             tf.addfile(ti)
             below = lower_stat(lowers, "/" + arc)
@@ -112,27 +112,8 @@ def _add_dir(tf: tarfile.TarFile, upper: str, lowers: Sequence[str], rel: str,
                 opq.mode, opq.mtime = 0o600, int(st.st_mtime)
                 tf.addfile(opq)
             _add_dir(tf, upper, lowers, f"{arc}/", links)
-        elif stat.S_ISREG(st.st_mode):
-            key = (st.st_dev, st.st_ino)
-            if st.st_nlink > 1 and key in links:
-                ti.type, ti.linkname, ti.size = tarfile.LNKTYPE, links[key], 0
-                tf.addfile(ti)
-                continue
-            links[key] = arc
-            ti.type, ti.size = tarfile.REGTYPE, st.st_size
-            with open(path, "rb") as f:
-                tf.addfile(ti, f)
-        elif stat.S_ISLNK(st.st_mode):
-            ti.type, ti.linkname = tarfile.SYMTYPE, os.readlink(path)
-            tf.addfile(ti)
-        elif stat.S_ISFIFO(st.st_mode):
-            ti.type = tarfile.FIFOTYPE
-            tf.addfile(ti)
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            tf.addfile(ti)
-        # sockets are not representable in a layer: skipped, like docker does
+        else:
+            _add_entry(tf, arc, path, st, links)
 
 
 def is_trusted_upper(upper: str) -> bool:
@@ -236,6 +217,7 @@ def _add_entry(tf: tarfile.TarFile, arc: str, path: str, st: os.stat_result,
         ti.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
         ti.devmajor, ti.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         tf.addfile(ti)
+    # sockets are not representable in a layer: skipped, like docker does
 
 
 def _naive(c: Container, out: IO[bytes]) -> str:
