@@ -2,8 +2,10 @@
 
 Owns: the kernel-visible bookkeeping of the frontend. File handles come from their own
 counter and are never inode numbers, so an fd opened on a lower file before its copy-up
-stays valid (and keeps reading the lower data, as with kernel overlayfs). Must not know
-overlay semantics; the core (`cowfs.overlay`) owns those.
+stays valid; each handle remembers which real file its fd is (``real``) and the core's
+mutation generation it last checked that at (``gen``), so the adapter can move it to the
+upper copy (as kernel overlayfs does). Must not know overlay semantics; the core
+(`cowfs.overlay`) owns those.
 """
 
 from __future__ import annotations
@@ -23,10 +25,17 @@ DirEntries = list[tuple[bytes, os.stat_result]]
 @final
 @dataclass(eq=False, slots=True)
 class OpenFile:
-    """One open file as the kernel sees it (``fh``): a real fd owned by this table."""
+    """One open file as the kernel sees it (``fh``): a real fd owned by this table.
+
+    ``flags`` are the flags the fd was opened with, ``real`` the (st_dev, st_ino) of the
+    real file behind it and ``gen`` the core generation at which ``real`` was current.
+    """
 
     fd: int
     ino: int
+    flags: int = 0
+    real: tuple[int, int] | None = None
+    gen: int = -1
 
 
 @final
@@ -47,10 +56,16 @@ class HandleTable:
         self._files: dict[int, OpenFile] = {}
         self._dirs: dict[int, OpenDir] = {}
 
-    def add_file(self, fd: int, ino: int) -> int:
+    def add_file(self, fd: int, ino: int, flags: int = 0,
+                 real: tuple[int, int] | None = None, gen: int = -1) -> int:
         fh = next(self._counter)
-        self._files[fh] = OpenFile(fd, ino)
+        self._files[fh] = OpenFile(fd, ino, flags, real, gen)
         return fh
+
+    def reopened(self, of: OpenFile, fd: int, real: tuple[int, int], gen: int) -> None:
+        """Point ``of`` at a new fd for the same inode (the old one is closed)."""
+        old, of.fd, of.real, of.gen = of.fd, fd, real, gen
+        os.close(old)
 
     def file(self, fh: int) -> OpenFile:
         try:

@@ -26,7 +26,7 @@ import pyfuse3
 
 from ..errors import CowfsError
 from ..overlay import Caller, Overlay
-from .handles import DirEntries, HandleTable, InodeTable
+from .handles import DirEntries, HandleTable, InodeTable, OpenFile
 from .options import IdMap, MountOptions
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,34 @@ class Operations(pyfuse3.Operations):
             flags &= ~os.O_APPEND
         return flags
 
+    def _real(self, ino: int) -> tuple[int, int] | None:
+        """(st_dev, st_ino) of the real file behind INO now (None: unknown inode)."""
+        inode = self.ov.table.by_ino.get(ino)
+        return inode.real if inode is not None else None
+
+    def _follow_copy_up(self, of: OpenFile) -> None:
+        """Move a handle opened on a lower file to the upper copy made since.
+
+        Kernel overlayfs checks the real inode at every read and reopens the upper file,
+        so an fd opened read-only before another fd copied the file up reads the new
+        data. Called only when the core's generation moved since this handle last
+        checked (one int compare on the hot path). A handle opened for writing is
+        already on the upper file (the open copied it up), so only read-only ones move.
+        """
+        gen = self.ov.generation
+        real = self._real(of.ino)
+        if (real is None or real == of.real or of.real is None
+                or of.flags & _ACCMODE != os.O_RDONLY):
+            of.gen = gen
+            return
+        try:
+            fd = self.ov.open(of.ino, of.flags & ~(os.O_TRUNC | os.O_CREAT | os.O_EXCL))
+        except OSError as exc:  # no name left: keep reading the file we have
+            log.debug("reopen inode %d after copy-up: %s", of.ino, exc)
+            of.gen = gen
+            return
+        self.handles.reopened(of, fd, real, gen)
+
     def _caller(self, ctx: pyfuse3.RequestContext) -> Caller:
         # The kernel has already applied the umask to the mode (no FUSE_CAP_DONT_MASK).
         return Caller(uid=self._uid_in(ctx.uid), gid=self._gid_in(ctx.gid), umask=0)
@@ -301,22 +329,29 @@ class Operations(pyfuse3.Operations):
     # --- files -------------------------------------------------------------------
     @_handler
     def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        fd = self.ov.open(inode, self._open_flags(flags))
+        flags = self._open_flags(flags)
+        fd = self.ov.open(inode, flags)
+        fh = self.handles.add_file(fd, inode, flags, self._real(inode), self.ov.generation)
         # Nothing changes a file behind the kernel's back (lowers are immutable and every
         # write comes through this mount), so its page cache survives reopening.
-        return pyfuse3.FileInfo(fh=self.handles.add_file(fd, inode), keep_cache=True)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=True)
 
     @_handler
     def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
-        fd, st = self.ov.create(parent_inode, name, self._open_flags(flags), mode,
-                                self._caller(ctx))
-        fi = pyfuse3.FileInfo(fh=self.handles.add_file(fd, st.st_ino), keep_cache=True)
+        flags = self._open_flags(flags)
+        fd, st = self.ov.create(parent_inode, name, flags, mode, self._caller(ctx))
+        fh = self.handles.add_file(fd, st.st_ino, flags, self._real(st.st_ino),
+                                   self.ov.generation)
+        fi = pyfuse3.FileInfo(fh=fh, keep_cache=True)
         return fi, self._entry(parent_inode, st)
 
     @_handler
     def read(self, fh: int, off: int, size: int) -> bytes:
-        return os.pread(self.handles.file(fh).fd, size, off)
+        of = self.handles.file(fh)
+        if of.gen != self.ov.generation:  # something changed since: copied up?
+            self._follow_copy_up(of)
+        return os.pread(of.fd, size, off)
 
     @_handler
     def write(self, fh: int, off: int, buf: bytes) -> int:
@@ -341,7 +376,10 @@ class Operations(pyfuse3.Operations):
 
     @_handler
     def fsync(self, fh: int, datasync: bool) -> None:
-        self.ov.fsync(self.handles.file(fh).fd, datasync)
+        of = self.handles.file(fh)
+        if of.gen != self.ov.generation:
+            self._follow_copy_up(of)
+        self.ov.fsync(of.fd, datasync)
 
     # --- directories -------------------------------------------------------------
     @_handler

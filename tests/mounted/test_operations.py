@@ -42,12 +42,79 @@ def test_fd_opened_before_copy_up_stays_valid(stack: tuple[Path, ...]) -> None:
             assert ro.read(5) == b"lower"
             with open(mnt / "file", "r+b") as rw:  # copy-up happens here
                 rw.write(b"UPPER")
-            assert ro.read() == b" data\n"  # the old handle still reads (the lower file)
+            assert ro.read() == b" data\n"  # the old handle still reads
         after = os.lstat(mnt / "file")
         assert after.st_ino == before.st_ino  # stable across copy-up
         assert (mnt / "file").read_bytes() == b"UPPER data\n"
     assert (up / "file").read_bytes() == b"UPPER data\n"
     assert (low / "file").read_bytes() == b"lower data\n"
+
+
+def _read_through_old_fd(mnt: Path) -> bytes:
+    """An fd opened read-only before another fd copies the file up, read after the page
+    cache is dropped (so the read reaches the filesystem, not shared cached pages)."""
+    ro = os.open(mnt / "file", os.O_RDONLY)
+    try:
+        assert os.pread(ro, 5, 0) == b"lower"  # pages of the lower file now cached
+        wr = os.open(mnt / "file", os.O_WRONLY | os.O_TRUNC)  # copy-up (no data)
+        try:
+            os.write(wr, b"NEW DATA\n")
+        finally:
+            os.close(wr)
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return os.pread(ro, 100, 0)
+    finally:
+        os.close(ro)
+
+
+@pytest.mark.needs_root
+@pytest.mark.needs_overlay
+def test_old_fd_reads_copied_up_data_like_kernel(tmp_path: Path) -> None:
+    # Kernel overlayfs reopens the upper file for an fd opened before the copy-up; the
+    # FUSE handle must follow it too (it used to keep reading the lower file).
+    seen = {}
+    for kind in ("kernel", "cowfs"):
+        low, up, work, mnt = make_dirs(tmp_path / kind, "lower", "upper", "work", "merged")
+        (low / "file").write_bytes(b"lower data\n")
+        if kind == "kernel":
+            subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                            f"lowerdir={low},upperdir={up},workdir={work}", str(mnt)],
+                           check=True)
+            try:
+                seen[kind] = _read_through_old_fd(mnt)
+            finally:
+                subprocess.run(["umount", str(mnt)], check=True)
+        else:
+            with overlay_mount(mnt, [low], up, work):
+                seen[kind] = _read_through_old_fd(mnt)
+        assert (up / "file").read_bytes() == b"NEW DATA\n"
+        assert (low / "file").read_bytes() == b"lower data\n"
+    assert seen == {"kernel": b"NEW DATA\n", "cowfs": b"NEW DATA\n"}
+
+
+def test_old_fd_follows_copy_up_without_page_cache_drop(stack: tuple[Path, ...]) -> None:
+    # Several read-only O_DIRECT fds (their reads always reach the daemon), a copy-up
+    # through another fd: each old fd must read the upper copy.
+    low, up, work, mnt = stack
+    (low / "big").write_bytes(b"L" * (1 << 20))
+    with overlay_mount(mnt, [low], up, work):
+        fds = [os.open(mnt / "big", os.O_RDONLY | os.O_DIRECT) for _ in range(3)]
+        try:
+            with open(mnt / "big", "r+b") as rw:
+                rw.seek(1 << 19)
+                rw.write(b"U" * 4096)
+                rw.flush()
+                os.fsync(rw.fileno())
+            for fd in fds:
+                buf = mmap.mmap(-1, 4096)
+                assert os.preadv(fd, [buf], 1 << 19) == 4096
+                assert bytes(buf) == b"U" * 4096
+        finally:
+            for fd in fds:
+                os.close(fd)
+        assert (mnt / "big").read_bytes()[(1 << 19) - 1:(1 << 19) + 4097] == (
+            b"L" + b"U" * 4096 + b"L")
 
 
 def test_exec_from_the_mount(stack: tuple[Path, ...]) -> None:

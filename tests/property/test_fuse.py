@@ -17,7 +17,7 @@ CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
 FuseMachine = OverlayMachine.bind(
     CowfsFuseAdapter(), kernel_crosscheck=True,
     # Known divergences, each a strict xfail in test_known_divergences.py.
-    disabled=frozenset({"fd_copyup", "rename_lower_hardlinks"}))
+    disabled=frozenset({"rename_lower_hardlinks"}))
 TestFuseMatchesModel = FuseMachine.TestCase
 TestFuseMatchesModel.settings = settings(
     max_examples=20 if CI else 500, stateful_step_count=30)
