@@ -3,7 +3,8 @@
 Owns: the launch protocol (habit 9). The parent forks a helper that unshares (or
 setns-joins) the namespaces and forks the process that becomes PID 1 (or the exec'd
 process); that process reports its pid over one pipe and blocks on a second until the
-parent has written id maps and placed it in cgroups. Setup errors before exec (bad
+parent has written id maps and placed it in cgroups (or let it enter them itself, which
+is ~10 ms cheaper on cgroup v1: see ``Cgroup.enter``). Setup errors before exec (bad
 workdir, missing executable, mount failures) come back over the close-on-exec pipe as
 one line and are raised as ``RunError``; a successful exec closes the pipe (EOF).
 Must not know about the store or container state (see ``container``/``supervisor``).
@@ -107,7 +108,8 @@ def _describe(exc: BaseException) -> str:
 # --- parent side -------------------------------------------------------------------------
 
 def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | None = None,
-          before_start: Callable[[int], None] | None = None) -> Started:
+          before_start: Callable[[int], None] | None = None,
+          enter: Callable[[], None] | None = None) -> Started:
     """Start ``process``; return its host pid (and pty master) once it has exec'd.
 
     Args:
@@ -115,6 +117,9 @@ def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | No
         isolate: new namespaces + rootfs (a container's PID 1).
         join: namespaces to join (``exec``); exactly one of isolate/join is given.
         before_start: called with the host pid while the child waits (cgroup placement).
+        enter: called *in the child* (single-threaded) once the parent let it go, before
+            its rootfs setup and exec: ``Cgroup.enter`` places it in its cgroups without
+            the cost of a move by another process. A failure is a setup error.
 
     Raises:
         RunError: the child could not be set up or its executable could not be run
@@ -136,7 +141,7 @@ def spawn(process: Process, *, isolate: Isolation | None = None, join: Join | No
             console.close()
         code = 1
         try:
-            _helper(process, isolate, join, up_w, down_r, child_console)
+            _helper(process, isolate, join, up_w, down_r, child_console, enter)
             code = 0
         except BaseException as exc:  # must never return into the caller
             try:
@@ -260,8 +265,8 @@ def wait_exit_code(pid: int) -> int:
 # --- child side (never returns) ---------------------------------------------------------
 
 def _helper(process: Process, isolate: Isolation | None, join: Join | None,
-            up_w: int, down_r: int,
-            console: socket.socket | None) -> None:  # pragma: no cover - forked child
+            up_w: int, down_r: int, console: socket.socket | None,
+            enter: Callable[[], None] | None) -> None:  # pragma: no cover - forked child
     if isolate is not None:
         flags = isolate.flags | (ns.CLONE_NEWUSER if isolate.userns else 0)
         ns.unshare(flags)
@@ -290,7 +295,7 @@ def _helper(process: Process, isolate: Isolation | None, join: Join | None,
     if pid == 0:
         code = SETUP_FAILED
         try:
-            _init(process, isolate, up_w, down_r, console)
+            _init(process, isolate, up_w, down_r, console, enter)
         except BaseException as exc:  # report, never return
             try:
                 if not isinstance(exc, (OSError, RunError)):
@@ -304,10 +309,16 @@ def _helper(process: Process, isolate: Isolation | None, join: Join | None,
 
 
 def _init(process: Process, isolate: Isolation | None, up_w: int, down_r: int,
-          console: socket.socket | None) -> None:  # pragma: no cover - forked child
+          console: socket.socket | None,
+          enter: Callable[[], None] | None) -> None:  # pragma: no cover - forked child
     if _recv(down_r) != "go":
         raise RunError("parent went away before the start signal")
     os.close(down_r)
+    if enter is not None:
+        try:
+            enter()
+        except OSError as exc:
+            raise RunError(f"join cgroup: {_describe(exc)}") from None
     if isolate is not None:
         try:
             rootfs.setup(isolate.rootfs)

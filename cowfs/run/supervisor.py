@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from ..errors import CowfsError, RunError
-from . import attach, cgroups, rootfs, spawn, volumes
+from . import attach, cgroups, rootfs, spawn
 from .container import Container, mount_rootfs, now, proc_start_time, remove, unmount_rootfs
 
 log = logging.getLogger(__name__)
@@ -243,10 +243,15 @@ class Supervisor:
     def _start(self) -> _Run:
         c = self.c
         backend = mount_rootfs(c)
-        binds = tuple(
-            rootfs.BindMount(volumes.host_source(c.root, m), str(m["Destination"]),
-                             not m.get("RW", True))
-            for m in c.config.get("Mounts", []))
+        mounts = c.config.get("Mounts", [])
+        binds: tuple[rootfs.BindMount, ...] = ()
+        if mounts:
+            from . import volumes  # lazy: most containers have none (start-up cost)
+
+            binds = tuple(
+                rootfs.BindMount(volumes.host_source(c.root, m), str(m["Destination"]),
+                                 not m.get("RW", True))
+                for m in mounts)
         lim = c.config.get("Limits") or {}
         cg = cgroups.create(c.id, cgroups.Limits(memory=lim.get("Memory"), cpus=lim.get("Cpus"),
                                                  pids=lim.get("Pids")))
@@ -275,7 +280,7 @@ class Supervisor:
                                  winsize=(ws[0], ws[1]) if ws else None)
             iso = spawn.Isolation(rootfs=rootfs.RootfsPlan(c.merged, binds),
                                   hostname=str(c.config.get("Hostname") or c.id[:12]))
-            started = spawn.spawn(proc, isolate=iso, before_start=cg.add if cg else None)
+            started = spawn.spawn(proc, isolate=iso, enter=cg.enter if cg else None)
         except BaseException:
             for fd in [*run_fds, *([stdin_w] if stdin_w is not None else [])]:
                 os.close(fd)
