@@ -46,6 +46,21 @@ def test_multi_member_gzip_multi_frame_zstd_and_trailing_bytes(tmp: Path) -> Non
 
 
 @pytest.mark.parametrize("kind", ["none", "gzip"])
+def test_errors_stop_the_read_ahead_thread(tmp: Path) -> None:
+    import threading
+
+    from cowfs.errors import HostileInput
+
+    before = threading.active_count()
+    bomb = zstandard.ZstdCompressor().compress(b"\0" * (16 << 20))
+    with pytest.raises(HostileInput):
+        unpack(bomb, tmp / "a", max_size=1 << 20)
+    bad = LayerTar().file("f", b"x").file("../escape").file("g", b"y" * (3 << 20))
+    with pytest.raises(HostileInput):
+        unpack(bad.compressed("gzip"), tmp / "b")
+    assert threading.active_count() == before
+
+
 def test_progress_reports_compressed_bytes(tmp: Path, kind: str) -> None:
     blob = LayerTar().file("big", os.urandom(3 << 20)).compressed(kind)
     seen: list[int] = []
