@@ -45,7 +45,6 @@ def test_multi_member_gzip_multi_frame_zstd_and_trailing_bytes(tmp: Path) -> Non
         assert (tmp / name / "b").read_bytes() == b"B" * 7000
 
 
-@pytest.mark.parametrize("kind", ["none", "gzip"])
 def test_errors_stop_the_read_ahead_thread(tmp: Path) -> None:
     import threading
 
@@ -61,6 +60,7 @@ def test_errors_stop_the_read_ahead_thread(tmp: Path) -> None:
     assert threading.active_count() == before
 
 
+@pytest.mark.parametrize("kind", ["none", "gzip"])
 def test_progress_reports_compressed_bytes(tmp: Path, kind: str) -> None:
     blob = LayerTar().file("big", os.urandom(3 << 20)).compressed(kind)
     seen: list[int] = []
