@@ -6,12 +6,12 @@ Each wrapper raises ``OSError`` with the errno on failure, like ``os.*``.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
-import platform
 from typing import Final
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+# The interpreter's own libc (as ns.py/mountapi.py do): find_library("c") would run
+# ``ldconfig -p`` in a subprocess at import time, on every cowfs start.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 AT_FDCWD: Final = -100
 RENAME_NOREPLACE: Final = 1 << 0
@@ -31,9 +31,9 @@ _SYSCALLS: Final = {
 def syscall_number(name: str) -> int:
     """Return the syscall number of ``name`` on this machine's architecture."""
     try:
-        return _SYSCALLS[platform.machine()][name]
+        return _SYSCALLS[os.uname().machine][name]
     except KeyError:
-        raise OSError(38, f"syscall {name} unsupported on {platform.machine()}") from None
+        raise OSError(38, f"syscall {name} unsupported on {os.uname().machine}") from None
 
 
 def _check(ret: int, what: str, *paths: object) -> int:

@@ -6,10 +6,9 @@ Owns: the ctypes shim only; callers decide when to call it.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc = ctypes.CDLL(None, use_errno=True)  # no find_library: it runs ldconfig -p
 
 
 def syncfs(fd: int) -> None:

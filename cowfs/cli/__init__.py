@@ -12,7 +12,6 @@ import argparse
 import importlib
 import logging
 import os
-import pkgutil
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -55,6 +54,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                 register(subs)
                 if only in subs.choices:
                     return fast
+    import pkgutil  # lazy: the fast path above needs no discovery
+
     parser = _base_parser()
     subs = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):

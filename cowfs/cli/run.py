@@ -7,7 +7,7 @@ import logging
 import os
 
 from ..errors import NotFound, UsageError
-from ..run import cgroups, container, images, lifecycle, volumes
+from ..run import cgroups, container, images, lifecycle
 from ._common import store_root
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,11 @@ def create_from_args(args: argparse.Namespace) -> container.Container:
     if problem:
         log.warning("resource limits cannot be enforced: %s; the container runs without them",
                     problem)
-    specs = [volumes.parse_spec(v) for v in args.volume]
+    specs = []
+    if args.volume:
+        from ..run import volumes  # lazy: start-up cost of every run without -v
+
+        specs = [volumes.parse_spec(v) for v in args.volume]
     for spec in specs:
         if spec.kind == "bind" and not os.path.exists(spec.source):
             raise NotFound(f"bind mount {spec.source}: no such file or directory on the host")

@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -222,6 +221,8 @@ def mount(
         if register:
             refuse_double_mount(rdir, mergeddir)
     else:
+        import tempfile  # lazy: most callers give a target (start-up cost)
+
         mergeddir = os.path.realpath(tempfile.mkdtemp(prefix="cowfs-merged-"))
     try:
         chosen, method, ux = _do_mount(backend, lowerdirs, upperdir, workdir, mergeddir, rdir,

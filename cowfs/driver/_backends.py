@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -127,6 +125,9 @@ def mount_fuse(lowerdirs: list[str], upperdir: str | None, workdir: str | None,
     cmd = [*fuse_program(), "-o",
            fuse_option_string(lowerdirs, upperdir, workdir, volatile=volatile, extra=extra),
            mergeddir]
+    import subprocess  # lazy here and below: only FUSE needs it (kernel-mount start-up)
+    import tempfile
+
     # stderr goes to a file, not a pipe: the daemon keeps running after the program
     # returns, and a pipe it inherited could keep a reader waiting forever.
     with tempfile.TemporaryFile() as err:
@@ -157,6 +158,8 @@ def fuse_failure(stderr: str) -> str:
 
 
 def unmount_fuse(target: str) -> None:
+    import subprocess
+
     r = subprocess.run(["fusermount3", "-u", target], capture_output=True, text=True,
                        check=False)
     if r.returncode != 0 and target in mountinfo():
@@ -191,6 +194,8 @@ def detach_last_resort(backend: str, target: str) -> None:
     if target not in mountinfo():
         return
     if backend == FUSE and os.geteuid() != 0:
+        import subprocess
+
         subprocess.run(["fusermount3", "-u", "-z", target], capture_output=True, check=False)
         return
     with contextlib.suppress(OSError):

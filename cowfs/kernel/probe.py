@@ -12,10 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import platform
-import shutil
 import stat
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -71,7 +68,7 @@ def context() -> str:
         userns = os.readlink("/proc/self/ns/user")
     except OSError:
         userns = "user:[?]"
-    return f"euid={os.geteuid()} {userns} kernel={platform.release()}"
+    return f"euid={os.geteuid()} {userns} kernel={os.uname().release}"
 
 
 _memo: dict[tuple[str, str, str], ProbeResult] = {}
@@ -135,6 +132,8 @@ def _read_cache(run_dir: str, feature: str, ctx: str) -> ProbeResult | None:
 
 
 def _write_cache(run_dir: str, feature: str, ctx: str, result: ProbeResult) -> None:
+    import tempfile  # lazy: only a cache miss writes (start-up cost of every mount)
+
     try:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{feature}-")
@@ -150,6 +149,9 @@ def _write_cache(run_dir: str, feature: str, ctx: str, result: ProbeResult) -> N
 
 
 def _run_probe(feature: str, run_dir: str) -> tuple[bool, str]:
+    import shutil
+    import tempfile  # lazy, like _write_cache
+
     try:
         os.makedirs(run_dir, mode=0o700, exist_ok=True)
         scratch = tempfile.mkdtemp(dir=run_dir, prefix=".probe-")
@@ -163,6 +165,8 @@ def _run_probe(feature: str, run_dir: str) -> tuple[bool, str]:
 
 def _force_remove(fn: Callable[..., object], path: str, exc: object) -> None:
     # overlayfs leaves work/work with mode 000; make it traversable and retry.
+    import shutil
+
     try:
         os.chmod(os.path.dirname(path), 0o700)
         if os.path.isdir(path) and not os.path.islink(path):

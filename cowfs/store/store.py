@@ -31,13 +31,10 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from .. import format as fmt
-from .._sys.syncfs import syncfs
 from ..errors import BadImage, Conflict, DigestMismatch, NotFound, StoreError, UsageError
 from .cas import BlobStore, chain_ids, check_digest, digest_hex, fsync_dir, sha256_bytes
-from .compress import open_decompressed
 from .lock import FileLock, is_locked
 from .refs import RefIndex, normalize_ref, write_json_atomic
-from .unpack import detect_rootless, unpack_layer
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +165,8 @@ class Store:
             with open(path, "rb") as f:
                 meta = json.load(f)
         except FileNotFoundError:
+            from .unpack import detect_rootless
+
             # trusted.* xattrs need root in the initial user namespace; else userxattr.
             dialect = (fmt.WhiteoutDialect.CHARDEV_USERXATTR if detect_rootless()
                        else fmt.WhiteoutDialect.CHARDEV)
@@ -298,6 +297,11 @@ class Store:
 
     def _unpack(self, blob_opener: BlobOpener, want: str | None, digest: str | None,
                 progress: Callable[[int], None] | None) -> Layer:
+        # lazy (here and below): reading images (``cowfs run IMAGE``) needs neither the
+        # extractor nor the decompressors, ~10 ms of start-up
+        from .._sys.syncfs import syncfs
+        from .unpack import unpack_layer
+
         stage = tempfile.mkdtemp(prefix="layer-", dir=self.tmp_dir)
         stage_lock = FileLock(stage)
         stage_lock.acquire()
@@ -363,6 +367,8 @@ class Store:
     def verify_blob_diff_id(self, digest: str, diff_id: str) -> None:
         """Check that a stored blob decompresses to ``diff_id`` (nothing is written)."""
         import hashlib
+
+        from .compress import open_decompressed
 
         h = hashlib.sha256()
         with self.blobs.open(digest) as raw:
