@@ -4,7 +4,9 @@ Owns the ``run`` section of the benchmarks (benchmarks/README.md "Section module
 one busybox-static rootfs dir; cowfs runs it as an overlay lower (kernel backend, and
 FUSE when asked) with a fresh writable layer per run, namespaces, /proc, /dev, cgroups,
 supervisor and ``--rm`` cleanup; runc runs an OCI bundle on the same dir. Rounds are
-interleaved; medians are reported, with the bare ``python -c pass`` start-up as a floor.
+interleaved; medians are reported, with the bare ``python -c pass`` start-up as a floor,
+and the load average before and after (the numbers scale with it on a shared machine).
+cowfs runs as ``python -m cowfs.cli`` (the ``cowfs`` console script costs the same).
 
     python -m benchmarks.run_latency [--rounds N] [--backends kernel,fuse]
 
@@ -66,6 +68,15 @@ def _import_image(store: Path, rootfs: Path, work: Path) -> str:
     return "runlat:1"
 
 
+def loadavg() -> str:
+    """The 1/5/15-minute load averages, as /proc/loadavg has them."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "?"
+
+
 def _time(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, check=False)
@@ -76,7 +87,7 @@ def _time(cmd: list[str]) -> float:
     return dt
 
 
-def run(work: Path | None = None, rounds: int = 10, backends: tuple[str, ...] = ("kernel",),
+def run(work: Path | None = None, rounds: int = 15, backends: tuple[str, ...] = ("kernel",),
         log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure; returns ``{"rows": [...], "markdown": ...}`` (seconds, medians)."""
     owned = work is None
@@ -89,19 +100,20 @@ def run(work: Path | None = None, rounds: int = 10, backends: tuple[str, ...] = 
             "python -c pass (floor)": [sys.executable, "-c", "pass"],
         }
         image = _import_image(store, rootfs, work)
+        cowfs = [sys.executable, "-m", "cowfs.cli"]
         for b in backends:
             cmds[f"cowfs run --rm IMAGE ({b})"] = [
-                sys.executable, "-m", "cowfs.cli", "--root", str(store), "run", "--rm",
-                "--backend", b, image, "true"]
+                *cowfs, "--root", str(store), "run", "--rm", "--backend", b, image, "true"]
             cmds[f"cowfs run --rm ROOTFS-DIR ({b})"] = [
-                sys.executable, "-m", "cowfs.cli", "--root", str(store), "run", "--rm",
-                "--backend", b, str(rootfs), "true"]
+                *cowfs, "--root", str(store), "run", "--rm", "--backend", b, str(rootfs),
+                "true"]
         if shutil.which("runc"):
             bundle = make_bundle(work, rootfs)
             state = work / "runc-state"
             cmds["runc run"] = ["runc", "--root", str(state), "run", "--bundle", str(bundle),
                                 "RUNID"]
         times: dict[str, list[float]] = {k: [] for k in cmds}
+        load_before = loadavg()
         for i in range(rounds + 1):  # round 0 warms caches and is dropped
             for name, cmd in cmds.items():
                 c = [x.replace("RUNID", f"lat{i}") for x in cmd]
@@ -109,6 +121,7 @@ def run(work: Path | None = None, rounds: int = 10, backends: tuple[str, ...] = 
                 if i:
                     times[name].append(dt)
             log(f"run latency: round {i}/{rounds}")
+        load_after = loadavg()
         runc = statistics.median(times["runc run"]) if "runc run" in times else None
         rows = []
         for name, ts in times.items():
@@ -119,7 +132,10 @@ def run(work: Path | None = None, rounds: int = 10, backends: tuple[str, ...] = 
         md = ["| runtime | median ms | min ms | vs runc |", "|---|---:|---:|---:|"]
         md += [f"| {r['runtime']} | {r['median_ms']} | {r['min_ms']} | {r['vs_runc']} |"
                for r in rows]
-        return {"rows": rows, "rounds": rounds, "markdown": "\n".join(md)}
+        md += ["", f"{rounds} interleaved rounds; load average {load_before} before, "
+               f"{load_after} after."]
+        return {"rows": rows, "rounds": rounds, "load_before": load_before,
+                "load_after": load_after, "markdown": "\n".join(md)}
     finally:
         if owned:
             shutil.rmtree(work, ignore_errors=True)
@@ -127,7 +143,7 @@ def run(work: Path | None = None, rounds: int = 10, backends: tuple[str, ...] = 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--backends", default="kernel", help="comma list of kernel,fuse")
     args = ap.parse_args(argv)
     res = run(rounds=args.rounds, backends=tuple(args.backends.split(",")),
