@@ -1,6 +1,6 @@
 """Lifecycle of one cowfs-overlay mount: checks, mount, serve, clean exit.
 
-Owns: opening the core, ``pyfuse3.init`` (the mount), the trio main loop with its
+Owns: opening the core, the mount (`kmount`, else ``pyfuse3.init``), the trio main loop with its
 signal handling (SIGTERM/SIGINT/SIGHUP unmount and exit 0; SIGUSR1 dumps stacks via
 faulthandler) and the teardown order (operations.destroy, then ``pyfuse3.close``).
 Must not parse the command line (`options`) or fork (`program`).
@@ -11,21 +11,23 @@ from __future__ import annotations
 import faulthandler
 import fcntl
 import logging
-import logging.handlers
 import os
 import signal
 import stat
 import time
 from collections.abc import Callable
-from typing import TextIO
-
-import pyfuse3
-import trio
+from typing import TYPE_CHECKING, TextIO
 
 from ..errors import MountError
-from ..overlay import Overlay
-from .operations import Operations
+from .kmount import kernel_mount, unmount_if_ours
 from .options import MountOptions
+
+if TYPE_CHECKING:
+    from ..overlay import Overlay
+    from .operations import Operations
+
+# pyfuse3 and trio (~100 ms of imports, most of a mount's latency) are imported only
+# after the kernel mount exists and the caller has been told (see `Daemon.mount`).
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +81,10 @@ def setup_logging(opts: MountOptions, detached: bool) -> TextIO | None:
     elif not detached:
         handler = logging.StreamHandler()
     else:
+        from logging.handlers import SysLogHandler
+
         try:
-            handler = logging.handlers.SysLogHandler(address="/dev/log")
+            handler = SysLogHandler(address="/dev/log")
             fmt = "cowfs-overlay[%(process)d]: %(levelname)s %(name)s: %(message)s"
         except OSError:
             handler = logging.NullHandler()  # no syslog here and no log=: nowhere to log
@@ -136,14 +140,23 @@ class Daemon:
         self.opts = opts
         self.overlay: Overlay | None = None
         self.ops: Operations | None = None
+        self.fuse_fd: int | None = None
         self.mounted = False
 
-    def mount(self) -> None:
-        """Open the core and mount. Raises MountError with a one-line reason."""
+    def mount(self, ready: Callable[[], None] | None = None) -> bool:
+        """Open the core and mount. Raises MountError with a one-line reason.
+
+        When cowfs can mount(2) the FUSE connection itself (root, or root of a user
+        namespace owning the mount namespace), ``ready`` is called as soon as the kernel
+        mount exists: requests queue in the kernel until the loop serves them, as with
+        libfuse's ``/dev/fd/N`` mountpoints. Returns True if ``ready`` was called.
+        """
         opts = self.opts
         check_dirs(opts)
         if opts.workdir is not None:
             wait_workdir_free(opts.workdir)
+        from ..overlay import Overlay
+
         try:
             self.overlay = Overlay(
                 list(opts.lowerdirs), opts.upperdir, opts.workdir,
@@ -151,21 +164,56 @@ class Daemon:
             )
         except OSError as exc:
             raise MountError(f"mount cowfs-overlay: open layers: {exc}") from None
-        self.ops = Operations(self.overlay, opts)
         try:
-            pyfuse3.init(self.ops, opts.mountpoint, set(opts.fuse_options))
-        except RuntimeError as exc:
+            self.fuse_fd = kernel_mount(opts)
+        except OSError as exc:
             self.overlay.close()
+            raise MountError(f"mount cowfs-overlay: mount {opts.mountpoint}: {exc.strerror}"
+                             ) from None
+        early = self.fuse_fd is not None
+        if early:
+            self.mounted = True
+            log.info("mounted %s (lowers=%s upper=%s timeout=%s)", opts.mountpoint,
+                     ":".join(opts.lowerdirs), opts.upperdir, opts.timeout)
+            if ready is not None:
+                ready()
+        try:
+            self._start_session()
+        except BaseException:
+            if self.fuse_fd is not None:
+                unmount_if_ours(self.fuse_fd, opts.mountpoint)
+                os.close(self.fuse_fd)
+                self.fuse_fd = None
+            self.overlay.close()
+            raise
+        if not early:
+            log.info("mounted %s (lowers=%s upper=%s timeout=%s)", opts.mountpoint,
+                     ":".join(opts.lowerdirs), opts.upperdir, opts.timeout)
+        return early
+
+    def _start_session(self) -> None:
+        import pyfuse3
+
+        from .operations import Operations
+
+        opts = self.opts
+        assert self.overlay is not None
+        self.ops = Operations(self.overlay, opts)
+        where = opts.mountpoint if self.fuse_fd is None else f"/dev/fd/{self.fuse_fd}"
+        try:
+            pyfuse3.init(self.ops, where, set(opts.fuse_options))
+        except RuntimeError as exc:
             raise MountError(
                 f"mount cowfs-overlay: mount {opts.mountpoint}: {exc} (see the fuse message above)"
             ) from None
         self.mounted = True
-        log.info("mounted %s (lowers=%s upper=%s writeback=%s timeout=%s)",
-                 opts.mountpoint, ":".join(opts.lowerdirs), opts.upperdir,
-                 self.ops.enable_writeback_cache, opts.timeout)
+        log.debug("fuse session on %s (writeback=%s)", where, self.ops.enable_writeback_cache)
 
     def serve(self, ready: Callable[[], None] | None = None) -> None:
         """Run the FUSE loop until unmount or a termination signal, then tear down."""
+        import pyfuse3
+        import trio
+
         clean = False
         try:
             trio.run(self._main, ready)
@@ -173,6 +221,9 @@ class Daemon:
         finally:
             if self.ops is not None:
                 self.ops.destroy()
+            if self.fuse_fd is not None:
+                # Our own mount: libfuse does not unmount /dev/fd/N sessions.
+                unmount_if_ours(self.fuse_fd, self.opts.mountpoint)
             try:
                 # Unmounts only if still mounted by us: libfuse sees an aborted connection.
                 pyfuse3.close(unmount=True)
@@ -186,6 +237,9 @@ class Daemon:
             log.info("unmounted %s (%s)", self.opts.mountpoint, "clean" if clean else "error")
 
     async def _main(self, ready: Callable[[], None] | None) -> None:
+        import pyfuse3
+        import trio
+
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._signals)
             if ready is not None:
@@ -195,11 +249,16 @@ class Daemon:
             nursery.cancel_scope.cancel()
 
     async def _announce(self, ready: Callable[[], None]) -> None:
+        import trio
+
         # The mount exists once init returned; a stat through it proves we also answer.
         await trio.to_thread.run_sync(os.stat, self.opts.mountpoint)
         ready()
 
     async def _signals(self) -> None:
+        import pyfuse3
+        import trio
+
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for signum in sigs:
                 log.info("signal %d: unmounting %s", signum, self.opts.mountpoint)

@@ -61,24 +61,28 @@ def _serve(opts: MountOptions, report_fd: int | None) -> int:
     register_faulthandler(stream)
     os.umask(0)  # the kernel already applied the caller's umask to every mode we get
     daemon = Daemon(opts)
-    try:
-        daemon.mount()
-    except CowfsError as exc:
-        log.error("%s", exc)
-        if report_fd is not None:
-            os.write(report_fd, f"error: {exc}\n".encode())
-        else:
-            _say(str(exc))
-        return exc.exit_code
+    told = False
 
     def ready() -> None:
-        if report_fd is not None:
+        nonlocal told
+        if report_fd is not None and not told:
+            told = True
             _detach_stdio()
             os.write(report_fd, b"ok\n")
             os.close(report_fd)
 
     try:
-        daemon.serve(ready)
+        early = daemon.mount(ready)
+    except CowfsError as exc:
+        log.error("%s", exc)
+        if report_fd is not None and not told:
+            os.write(report_fd, f"error: {exc}\n".encode())
+        elif report_fd is None:
+            _say(str(exc))
+        return exc.exit_code
+
+    try:
+        daemon.serve(None if early else ready)
     except Exception:
         log.exception("fuse main loop failed")
         return 1

@@ -61,6 +61,35 @@ def test_sigterm_unmounts_and_exits(layers: tuple[Path, ...]) -> None:
         assert mount_fstype(mnt) is None
 
 
+def _mountinfo_options(mnt: Path) -> tuple[str, str, str]:
+    """(mount flags, fs type, super options) of the mount at ``mnt``."""
+    with open("/proc/self/mountinfo", encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == str(mnt):
+                tail = fields[fields.index("-") + 1 :]
+                return fields[5], tail[0], tail[2]
+    raise AssertionError(f"{mnt} not mounted")
+
+
+def test_own_mount_and_libfuse_mount_look_alike(layers: tuple[Path, ...]) -> None:
+    # As root the program mounts /dev/fuse itself and reports before importing pyfuse3;
+    # allow_root makes it leave the mount to libfuse (the non-root path). Both must give
+    # the same mount, serve it, and unmount it on SIGTERM.
+    low, up, work, mnt = layers
+    seen = []
+    for extra in ((), ("allow_root",)):
+        with overlay_mount(mnt, [low], up, work, options=extra) as m:
+            assert (mnt / "hello").read_text() == "from lower\n"
+            seen.append(_mountinfo_options(mnt))
+            os.kill(m.pid, signal.SIGTERM)
+            wait_for(lambda: not pid_alive(m.pid), 20, "daemon exit after SIGTERM")
+            assert mount_fstype(mnt) is None
+    assert seen[0] == ("rw,nodev,noatime", "fuse.cowfs-overlay",
+                       "rw,user_id=0,group_id=0,default_permissions,allow_other")
+    assert seen[1] == seen[0]
+
+
 def test_foreground_sigterm_exit_status(layers: tuple[Path, ...]) -> None:
     low, up, work, mnt = layers
     with overlay_mount(mnt, [low], up, work, foreground=True) as m:

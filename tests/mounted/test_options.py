@@ -1,4 +1,5 @@
-"""Unit tests of the cowfs-overlay command line (no mount): fuse-overlayfs's grammar."""
+"""Unit tests of the cowfs-overlay command line (no mount): fuse-overlayfs's grammar, and
+its translation to mount(2) arguments."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import pytest
 
 from cowfs.errors import UsageError
+from cowfs.fuse.kmount import MS_NOATIME, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, mount_args
 from cowfs.fuse.options import DEFAULT_TIMEOUT, parse_args, split_lowerdir, split_options
 
 
@@ -110,3 +112,23 @@ def test_relative_paths_are_taken_from_cwd() -> None:
 def test_bad_command_lines(argv: list[str], match: str) -> None:
     with pytest.raises(UsageError, match=match):
         parse_args(argv)
+
+
+def test_kernel_mount_arguments() -> None:
+    # cowfs's own mount(2) must give what libfuse gives for the same options.
+    o = parse_args(["-o", "lowerdir=/a,upperdir=/u,workdir=/w", "/m"], euid=0)
+    source, fstype, flags, data = mount_args(o.fuse_options, 7, 0, 0) or (b"", b"", 0, b"")
+    assert (source, fstype) == (b"cowfs-overlay", b"fuse.cowfs-overlay")
+    assert flags == MS_NODEV | MS_NOATIME  # suid clears libfuse's default nosuid
+    assert data.split(b",")[:4] == [b"fd=7", b"rootmode=40000", b"user_id=0", b"group_id=0"]
+    assert set(data.split(b",")[4:]) == {b"allow_other", b"default_permissions"}
+    ro = parse_args(["src", "/m", "-o", "lowerdir=/a,nosuid,noexec,max_read=4096"], euid=1000)
+    source, fstype, flags, data = mount_args(ro.fuse_options, 3, 1000, 100) or (b"", b"", 0,
+                                                                               b"")
+    assert source == b"src"
+    assert flags == MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    assert b"max_read=4096" in data.split(b",") and b"allow_other" not in data
+    # Options only libfuse handles send the mount back to it.
+    for odd in ("allow_root", "blkdev", "blksize=4096"):
+        o = parse_args(["-o", f"lowerdir=/a,{odd}", "/m"], euid=0)
+        assert mount_args(o.fuse_options, 3, 0, 0) is None, odd
