@@ -11,7 +11,6 @@ import fcntl
 import hashlib
 import os
 import re
-import tempfile
 from collections.abc import Callable
 from typing import BinaryIO, Final
 
@@ -103,6 +102,8 @@ class BlobStore:
         """
         if expected is not None:
             check_digest(expected, what)
+        import tempfile
+
         fd, tmp = tempfile.mkstemp(prefix="blob-", dir=self.tmp_dir)
         fcntl.flock(fd, fcntl.LOCK_EX)  # marks the staging file live for tmp/ cleanup
         try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from typing import Final
 
 from ..errors import StoreError, UsageError
@@ -86,6 +85,8 @@ class RefIndex:
 
 def write_json_atomic(path: str, data: object, tmp_dir: str) -> None:
     """Write JSON to a staging file in ``tmp_dir``, fsync, and rename over ``path``."""
+    import tempfile  # lazy (also in cas/store): reading the store never needs it
+
     fd, tmp = tempfile.mkstemp(prefix="json-", dir=tmp_dir)
     try:
         with os.fdopen(fd, "w") as f:

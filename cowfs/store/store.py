@@ -24,7 +24,6 @@ import logging
 import os
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -215,6 +214,8 @@ class Store:
         Use it for anything staged in tmp/ so a concurrent `open_store` never mistakes
         it for debris.
         """
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix=prefix, dir=self.tmp_dir)
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
@@ -299,6 +300,8 @@ class Store:
                 progress: Callable[[int], None] | None) -> Layer:
         # lazy (here and below): reading images (``cowfs run IMAGE``) needs neither the
         # extractor nor the decompressors, ~10 ms of start-up
+        import tempfile
+
         from .._sys.syncfs import syncfs
         from .unpack import unpack_layer
 
