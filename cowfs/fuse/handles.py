@@ -19,7 +19,8 @@ from typing import final
 
 log = logging.getLogger(__name__)
 
-DirEntries = list[tuple[bytes, os.stat_result]]
+DirEntries = list[tuple[bytes, int, int]]
+"""A merged listing as ``(name, st_ino, st_mode)``, ``.`` and ``..`` first."""
 
 
 @final

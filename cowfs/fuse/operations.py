@@ -42,6 +42,9 @@ _PASS_FLAGS = (os.O_ACCMODE | os.O_APPEND | os.O_NONBLOCK | os.O_DSYNC | os.O_SY
                | os.O_NOATIME | os.O_TRUNC | os.O_EXCL | os.O_NOFOLLOW | os.O_LARGEFILE)
 
 
+_LISTINGS_KEPT = 512
+"""Directories whose merged names the adapter keeps for repeated listings."""
+
 OVERFLOW_ID = 65534
 """Shown for an on-disk id outside ``uidmapping=``/``gidmapping=`` (the kernel's overflowuid)."""
 
@@ -114,6 +117,8 @@ class Operations(pyfuse3.Operations):
         # xattr change goes through this mount, so a miss stays a miss until set/remove.
         self._no_xattr: dict[int, set[bytes]] = {}
         self.timeout = opts.timeout
+        # dir ino -> (core generation, names): repeated listings skip the core's merge.
+        self._listings: dict[int, tuple[int, DirEntries]] = {}
         # Writeback lets the kernel batch small writes; only meaningful with an upper.
         self.enable_writeback_cache = opts.writeback and not opts.read_only
 
@@ -384,19 +389,31 @@ class Operations(pyfuse3.Operations):
     # --- directories -------------------------------------------------------------
     @_handler
     def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        if not stat.S_ISDIR(self.ov.getattr(inode).st_mode):
+        node = self.ov.table.by_ino.get(inode)  # the kind of an inode never changes
+        if node is None:
+            raise OSError(errno.ESTALE, "unknown inode")
+        if not node.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
         return self.handles.add_dir(inode)
 
     def _listing(self, ino: int) -> DirEntries:
-        entries = self.ov.readdir(ino)
-        dot = self.ov.getattr(ino)
+        """Names of dir INO, reused while the core changed nothing (``Overlay.generation``).
+
+        Names change only through core mutations (the layers below are immutable), so a
+        repeated walk skips the core's merge. Attributes are never taken from here: each
+        entry's are fetched fresh by ``lookup_entry`` when it is returned.
+        """
+        gen = self.ov.generation
+        cached = self._listings.get(ino)
+        if cached is not None and cached[0] == gen:
+            return cached[1]
         parent = self.inodes.parent(ino) if ino != pyfuse3.ROOT_INODE else ino
-        try:
-            dotdot = self.ov.getattr(parent)
-        except OSError:
-            dotdot = dot
-        return [(b".", dot), (b"..", dotdot), *entries]
+        out: DirEntries = [(b".", ino, stat.S_IFDIR), (b"..", parent, stat.S_IFDIR)]
+        out += [(name, st.st_ino, st.st_mode) for name, st in self.ov.readdir(ino)]
+        self._listings[ino] = (gen, out)
+        if len(self._listings) > _LISTINGS_KEPT:
+            del self._listings[next(iter(self._listings))]
+        return out
 
     @_handler
     def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -405,16 +422,29 @@ class Operations(pyfuse3.Operations):
             od.entries = self._listing(od.ino)
         entries = od.entries
         for i in range(start_id, len(entries)):
-            name, st = entries[i]
+            name, ino, mode = entries[i]
+            if i < 2:
+                # "." and "..": the kernel takes only the inode number and type of these
+                # (fuse_direntplus_link ignores their attributes) and counts no lookup.
+                dot = pyfuse3.EntryAttributes()
+                dot.st_ino = ino
+                dot.st_mode = mode
+                if not pyfuse3.readdir_reply(token, name, dot, i + 1):
+                    return
+                continue
+            # readdirplus counts as a lookup of each entry the kernel accepts: count first
+            # (with fresh attributes), and give the count back if the buffer is full.
+            try:
+                st = self.ov.lookup_entry(od.ino, name)
+            except FileNotFoundError:
+                continue  # removed since this handle's snapshot was taken
             if not pyfuse3.readdir_reply(token, name, self._attrs(st), i + 1):
+                self.ov.forget(st.st_ino, 1)
                 return
-            if i >= 2:  # "." and ".." are not counted (pyfuse3 and the kernel agree)
-                # readdirplus counts as a lookup of each entry the kernel accepted.
-                counted = self.ov.lookup_entry(od.ino, name)
-                if counted.st_ino != st.st_ino:
-                    log.error("readdir(%d): %r listed as inode %d, looked up as %d",
-                              od.ino, name, st.st_ino, counted.st_ino)
-                self.inodes.looked_up(counted.st_ino, od.ino, stat.S_ISDIR(counted.st_mode))
+            if st.st_ino != ino:
+                log.error("readdir(%d): %r listed as inode %d, looked up as %d",
+                          od.ino, name, ino, st.st_ino)
+            self.inodes.looked_up(st.st_ino, od.ino, stat.S_ISDIR(st.st_mode))
 
     @_handler
     def releasedir(self, fh: int) -> None:
