@@ -79,7 +79,7 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("run", help="run a command in a new container")
     p.add_argument("-d", "--detach", action="store_true", help="run in the background")
     add_create_options(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fast_exit=True)  # see cli._fast_exit
 
 
 def run(args: argparse.Namespace) -> int:
