@@ -4,7 +4,7 @@ and errors from inside the child reaching the caller."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -12,7 +12,7 @@ from helpers.containers import Env
 
 from cowfs import driver
 from cowfs.errors import RunError
-from cowfs.run import rootfs, spawn
+from cowfs.run import cgroups, rootfs, spawn
 from cowfs.store import open_store
 
 pytestmark = [pytest.mark.needs_root, pytest.mark.needs_overlay]
@@ -31,13 +31,14 @@ def merged(env: Env, tmp_path: Path) -> Iterator[str]:
 
 
 def _run(merged: str, argv: list[str], *, userns: bool = False,
-         binds: tuple[rootfs.BindMount, ...] = ()) -> tuple[int, str]:
+         binds: tuple[rootfs.BindMount, ...] = (),
+         enter: Callable[[], None] | None = None) -> tuple[int, str]:
     r, w = os.pipe()
     try:
         proc = spawn.Process(argv=argv, env={"PATH": "/bin"}, stdio=(0, w, w))
         iso = spawn.Isolation(rootfs=rootfs.RootfsPlan(merged, binds), hostname="t",
                               userns=userns)
-        started = spawn.spawn(proc, isolate=iso)
+        started = spawn.spawn(proc, isolate=iso, enter=enter)
     finally:
         os.close(w)
     with os.fdopen(r) as f:
@@ -68,6 +69,26 @@ def test_handshake_reports_child_errors(merged: str, tmp_path: Path) -> None:
         _run(merged, ["/etc/motd"])
     code, out = _run(merged, ["sh", "-c", "echo $$; exit 3"])
     assert (code, out) == (3, "1\n")
+
+
+def test_pid1_enters_every_cgroup_itself_before_exec(merged: str) -> None:
+    """``enter`` (Cgroup.enter: the child writes 0 to v1 ``tasks``, skipping the ~10 ms
+    lock a move by the parent costs) puts PID 1 in the group of every controller before
+    its command runs; a failed entry is a setup error, and nothing runs."""
+    cg = cgroups.create("spawntest-" + os.urandom(4).hex(), cgroups.Limits(pids=50))
+    assert cg is not None
+    try:
+        code, out = _run(merged, ["cat", "/proc/self/cgroup"], enter=cg.enter)
+        assert code == 0, out
+        lines = {ln.split(":")[1]: ln.split(":")[2] for ln in out.splitlines() if ln}
+        for ctrl, path in cg.paths.items():
+            key = "" if cg.version == 2 else next(k for k in lines if ctrl in k.split(","))
+            assert path.endswith(lines[key]), (ctrl, out)
+        gone = cgroups.Cgroup(cg.version, {c: p + "-missing" for c, p in cg.paths.items()})
+        with pytest.raises(RunError, match="join cgroup: No such file"):
+            _run(merged, ["true"], enter=gone.enter)
+    finally:
+        cg.remove()
 
 
 def test_resolve_in_root_never_leaves_root(tmp_path: Path) -> None:
