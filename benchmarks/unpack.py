@@ -216,9 +216,14 @@ def bench_on(base: Path, fx: Path, rounds: int, log: Callable[[str], None],
         identical: bool | None = None
         for r in range(rounds + 1):  # round 0 warms the page cache and is not counted
             order = tools[r % len(tools):] + tools[: r % len(tools)]
+            # Outputs of the previous round are deleted together, then the fs settles:
+            # on ext4 a run right after deleting a 200 MB tree pays for that deletion.
+            for tool in order:
+                _rm(base / f"out-{tool}")
+            os.sync()
+            time.sleep(1.0)
             for tool in order:
                 out = base / f"out-{tool}"
-                _rm(out)
                 os.sync()
                 c0 = _cpu()
                 t0 = time.perf_counter()
@@ -319,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
                 "in-process (`cowfs.store.unpack.unpack_layer`, as the store calls it); "
                 "`tar -x --xattrs --xattrs-include='*' --same-owner -p --numeric-owner` "
                 "(`-I zstd` for the zstd layer) and `umoci unpack` (OCI layout with the same "
-                "blob) are subprocesses. Output trees are removed and `sync` is called before "
-                "each timed run; no tool fsyncs. cowfs also computes the layer's sha256 "
+                "blob) are subprocesses. Output trees are removed between rounds (then `sync` "
+                "and a 1 s settle) and `sync` is called before each timed run; no tool "
+                "fsyncs. cowfs also computes the layer's sha256 "
                 "digest/DiffID while unpacking (tar and umoci's unpack step do not), which is "
                 "about 0.12 s of CPU for this layer. On a shared, loaded 2-CPU machine the "
                 "wall times vary from run to run (ext4 most: writeback and other jobs' I/O); "
