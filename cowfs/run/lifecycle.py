@@ -17,7 +17,7 @@ import socket
 import struct
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, BinaryIO
 
 from ..errors import Conflict, RunError
@@ -120,15 +120,19 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (),
     who = user if user is not None else str(c.config.get("User") or "")
     if not tty:
         stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who,
-                                 stdio=(stdin, 1, 2))
-            pid = spawn.spawn(proc, join=spawn.Join(pid1),
-                              before_start=cg.add if cg else None).pid
-        finally:
-            if stdin != 0:
-                os.close(stdin)
-        return _wait_forwarding(pid)
+        proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who,
+                             stdio=(stdin, 1, 2))
+        # Forwarding is set up before the spawn: the process can write (and be
+        # signalled) as soon as it exec'd, before spawn() has returned its pid here.
+        with _forwarding() as forward_to:
+            try:
+                pid = spawn.spawn(proc, join=spawn.Join(pid1),
+                                  before_start=cg.add if cg else None).pid
+            finally:
+                if stdin != 0:
+                    os.close(stdin)
+            forward_to(pid)
+            return spawn.wait_exit_code(pid)
     ws = attach.winsize(0)
     proc = spawn.Process(argv=list(argv), env=envmap, cwd=cwd, user=who, tty=True,
                          winsize=struct.unpack(">HH", ws) if ws else None)
@@ -141,14 +145,31 @@ def exec_in(c: Container, argv: Sequence[str], *, env: Sequence[str] = (),
     return spawn.wait_exit_code(started.pid)
 
 
-def _wait_forwarding(pid: int) -> int:
-    """Wait for ``pid``, forwarding SIGINT/SIGTERM/SIGHUP to it."""
-    def fwd(signum: int, _frame: object) -> None:
+@contextlib.contextmanager
+def _forwarding() -> Iterator[Callable[[int], None]]:
+    """Forward SIGINT/SIGTERM/SIGHUP to the pid given to the yielded function; signals
+    that come before it is known are sent to it as soon as it is."""
+    target: list[int] = []
+    pending: list[int] = []
+
+    def send(signum: int) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+            os.kill(target[0], signum)
+
+    def fwd(signum: int, _frame: object) -> None:
+        if target:
+            send(signum)
+        else:
+            pending.append(signum)
+
+    def set_target(pid: int) -> None:
+        target.append(pid)
+        while pending:
+            send(pending.pop(0))
+
     old = {s: signal.signal(s, fwd) for s in attach.FORWARDED_SIGNALS}
     try:
-        return spawn.wait_exit_code(pid)
+        yield set_target
     finally:
         for s, h in old.items():
             signal.signal(s, h)
