@@ -36,6 +36,9 @@ _HOST_RE: Final = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9.-]{0,62})$")
 """RFC 1123-ish; sethostname(2) takes at most 64 bytes."""
 CRASH_EXIT: Final = 137
 """Exit code reported for a container whose process vanished without a recorded exit."""
+VOLATILE_MARKER: Final = os.path.join("work", "incompat", "volatile")
+"""What kernel overlayfs leaves in a workdir mounted ``volatile``; it refuses to mount
+that workdir again (the upper may have lost writes that were never synced)."""
 
 
 def now() -> str:
@@ -319,15 +322,27 @@ def wait_stopped(c: Container, timeout: float) -> bool:
 # --- rootfs mount ---------------------------------------------------------------------
 
 def mount_rootfs(c: Container) -> str:
-    """Mount the merged view (image layers + upper) at ``merged``; return the backend used."""
+    """Mount the merged view (image layers + upper) at ``merged``; return the backend used.
+
+    A ``--rm`` container's writable layer is mounted ``volatile`` (as podman does): it is
+    deleted when the container exits, so nothing is synced for it, and unmounting no
+    longer syncs the whole filesystem under the store (umount2 4-44 ms -> ~1.5 ms here).
+    Only a host crash while it runs leaves such a container behind; it cannot start
+    again (clear error) and ``rm`` removes it.
+    """
     if is_mountpoint(c.merged):
         # Left over from a crash (or another supervisor): start from a clean mount.
         unmount_rootfs(c)
+    volatile = bool(c.config.get("AutoRemove"))
+    if os.path.lexists(os.path.join(c.work, VOLATILE_MARKER)):
+        raise RunError(f"mount rootfs of {c.name}: its writable layer was mounted volatile "
+                       "(--rm) and the container was not removed (host crash?); its content "
+                       "may be incomplete: remove the container")
     backend = str(c.config.get("Backend") or "auto")
     run_dir = os.path.join(c.root, fmt.RUN_DIR)
     try:
         m = driver.mount(c.lowerdirs, upper=c.upper, work=c.work, target=c.merged,
-                         backend=backend, run_dir=run_dir,
+                         backend=backend, run_dir=run_dir, volatile=volatile,
                          dialect=driver.read_store_dialect(c.root))
     except CowfsError as exc:
         raise RunError(f"mount rootfs of {c.name}: {exc}") from None

@@ -149,6 +149,37 @@ def test_rootfs_directory_as_image(env: Env, tmp_path: Path) -> None:
 
 # --- lifecycle rules -------------------------------------------------------------------
 
+def _super_options(mountpoint: str) -> set[str]:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == mountpoint:
+                return set(right.split()[2].split(","))
+    raise AssertionError(f"{mountpoint} is not mounted")
+
+
+def test_rm_container_layer_is_volatile_and_a_leftover_cannot_start(env: Env) -> None:
+    """--rm mounts the writable layer volatile (no syncs: it is deleted at exit; unmount
+    then skips syncing the store's filesystem); a container without --rm is not. One a
+    host crash left behind refuses to start with a clear error (and, being --rm, is
+    removed)."""
+    env.cli("run", "-d", "--rm", "--name", "vol", IMAGE, "sleep", "300")
+    env.cli("run", "-d", "--name", "dur", IMAGE, "sleep", "300")
+    _running(env, "vol")
+    _running(env, "dur")
+    volatile = {"volatile", "fsync=volatile"}  # the kernel shows the latter since 6.15
+    assert volatile & _super_options(env.container("vol").merged)
+    assert not volatile & _super_options(env.container("dur").merged)
+    env.cli("rm", "-f", "vol", "dur")
+    env.cli("create", "--rm", "--name", "left", IMAGE, "true")
+    c = env.container("left")
+    os.makedirs(os.path.join(c.work, "work", "incompat", "volatile"))  # what a crash leaves
+    r = env.cli("start", "-a", "left", check=False)
+    assert r.returncode == 7, r.stderr
+    assert "mounted volatile (--rm) and the container was not removed" in r.stderr
+    assert not os.path.exists(c.dir)  # --rm: removed after the failed start too
+
+
 def test_stop_escalates_to_sigkill_and_rm_rules(env: Env) -> None:
     env.cli("run", "-d", "--name", "s", IMAGE, "sh", "-c",
             "trap '' TERM; while :; do sleep 1; done")
