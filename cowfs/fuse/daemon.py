@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+_TERM_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 WORKDIR_WAIT = 5.0
 """Seconds a new mount waits for the previous daemon on the same workdir to let go."""
 
@@ -90,7 +92,22 @@ def setup_logging(opts: MountOptions, detached: bool) -> TextIO | None:
             handler = logging.NullHandler()  # no syslog here and no log=: nowhere to log
     handler.setFormatter(logging.Formatter(fmt, datefmt="%Y-%m-%d %H:%M:%S"))
     root.addHandler(handler)
+    pyfuse3_log = logging.getLogger("pyfuse3")
+    for f in list(pyfuse3_log.filters):
+        pyfuse3_log.removeFilter(f)
+    pyfuse3_log.addFilter(_quiet_aborted_replies)
     return stream
+
+
+def _quiet_aborted_replies(record: logging.LogRecord) -> bool:
+    """pyfuse3 logs an ERROR when a reply finds its request gone (ENOENT: the kernel
+    aborted it, e.g. unmounted while the daemon was busy or stopped). libfuse treats that
+    as normal; so do we (DEBUG)."""
+    if record.levelno >= logging.ERROR and "failed with No such file or directory" in (
+            record.getMessage()):
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+    return True
 
 
 def needs_userxattr() -> bool:
@@ -141,6 +158,7 @@ class Daemon:
         self.overlay: Overlay | None = None
         self.ops: Operations | None = None
         self.fuse_fd: int | None = None
+        self.pending_signal: int | None = None
         self.mounted = False
 
     def mount(self, ready: Callable[[], None] | None = None) -> bool:
@@ -172,6 +190,10 @@ class Daemon:
                              ) from None
         early = self.fuse_fd is not None
         if early:
+            # Until the trio loop takes them over, remember termination signals instead of
+            # dying with the mount still there (the imports below take ~100 ms).
+            for signum in _TERM_SIGNALS:
+                signal.signal(signum, self._early_signal)
             self.mounted = True
             log.info("mounted %s (lowers=%s upper=%s timeout=%s)", opts.mountpoint,
                      ":".join(opts.lowerdirs), opts.upperdir, opts.timeout)
@@ -190,6 +212,9 @@ class Daemon:
             log.info("mounted %s (lowers=%s upper=%s timeout=%s)", opts.mountpoint,
                      ":".join(opts.lowerdirs), opts.upperdir, opts.timeout)
         return early
+
+    def _early_signal(self, signum: int, frame: object) -> None:
+        self.pending_signal = signum
 
     def _start_session(self) -> None:
         import pyfuse3
@@ -259,7 +284,11 @@ class Daemon:
         import pyfuse3
         import trio
 
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        with trio.open_signal_receiver(*_TERM_SIGNALS) as sigs:
+            if self.pending_signal is not None:  # arrived before the loop ran
+                log.info("signal %d: unmounting %s", self.pending_signal, self.opts.mountpoint)
+                pyfuse3.terminate()
+                return
             async for signum in sigs:
                 log.info("signal %d: unmounting %s", signum, self.opts.mountpoint)
                 pyfuse3.terminate()

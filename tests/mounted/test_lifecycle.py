@@ -90,6 +90,25 @@ def test_own_mount_and_libfuse_mount_look_alike(layers: tuple[Path, ...]) -> Non
     assert seen[1] == seen[0]
 
 
+def test_sigterm_right_after_return(layers: tuple[Path, ...], tmp_path: Path) -> None:
+    # The program returns before the daemon has imported pyfuse3/trio; a SIGTERM in that
+    # window must still unmount cleanly (not kill the daemon and leave a dead mount).
+    low, up, work, mnt = layers
+    log = tmp_path / "early.log"
+    r = subprocess.run([PROGRAM, "-o", f"lowerdir={low},upperdir={up},workdir={work},"
+                        f"log={log}", str(mnt)], capture_output=True, text=True, check=False)
+    try:
+        assert r.returncode == 0, r.stderr
+        pid = int(log.read_text().split()[2])
+        os.kill(pid, signal.SIGTERM)
+        wait_for(lambda: not pid_alive(pid), 20, "daemon exit after an early SIGTERM")
+        assert mount_fstype(mnt) is None
+        assert "unmounted" in log.read_text()
+    finally:
+        if mount_fstype(mnt) is not None:
+            subprocess.run([FUSERMOUNT, "-u", "-z", str(mnt)], check=False)
+
+
 def test_foreground_sigterm_exit_status(layers: tuple[Path, ...]) -> None:
     low, up, work, mnt = layers
     with overlay_mount(mnt, [low], up, work, foreground=True) as m:
