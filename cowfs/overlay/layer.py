@@ -106,6 +106,16 @@ class Layer:
             os.close(self._dirs.popitem(last=False)[1])
         return os.dup(fd)
 
+    def stat_in(self, path: Path, name: bytes) -> os.stat_result:
+        """lstat NAME in the dir at ``path`` through the cached dir fd (no dup)."""
+        fd = self._dirs.get(path)
+        if fd is None:
+            os.close(self.open_dir(path))  # resolves and caches it
+            fd = self._dirs[path]
+        else:
+            self._dirs.move_to_end(path)
+        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+
     @contextmanager
     def dir(self, path: Path) -> Iterator[int]:
         fd = self.open_dir(path)

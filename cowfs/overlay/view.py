@@ -57,6 +57,12 @@ class Entry:
 
 def _stat_with(st: os.stat_result, *, ino: int, dev: int, nlink: int | None = None
                ) -> os.stat_result:
+    if _FULL_TUPLE:  # one tuple of every field: ~3x cheaper than the dict form
+        return os.stat_result(
+            (st.st_mode, ino, dev, st.st_nlink if nlink is None else nlink, st.st_uid,
+             st.st_gid, st.st_size, st[7], st[8], st[9], st.st_atime, st.st_mtime,
+             st.st_ctime, st.st_atime_ns, st.st_mtime_ns, st.st_ctime_ns, st.st_blksize,
+             st.st_blocks, st.st_rdev))
     return os.stat_result(
         (st.st_mode, ino, dev, st.st_nlink if nlink is None else nlink, st.st_uid, st.st_gid,
          st.st_size, st.st_atime_ns // 10**9, st.st_mtime_ns // 10**9,
@@ -65,6 +71,20 @@ def _stat_with(st: os.stat_result, *, ino: int, dev: int, nlink: int | None = No
          "st_atime_ns": st.st_atime_ns, "st_mtime_ns": st.st_mtime_ns,
          "st_ctime_ns": st.st_ctime_ns, "st_blksize": st.st_blksize,
          "st_blocks": st.st_blocks, "st_rdev": st.st_rdev})
+
+
+def _full_tuple_ok() -> bool:
+    """True if os.stat_result takes all 19 Linux fields as one tuple in this order."""
+    if (os.stat_result.n_fields, os.stat_result.n_sequence_fields) != (19, 10):
+        return False
+    vals = tuple(range(1, 20))
+    r = os.stat_result(vals)
+    names = ("st_atime", "st_mtime", "st_ctime", "st_atime_ns", "st_mtime_ns",
+             "st_ctime_ns", "st_blksize", "st_blocks", "st_rdev")
+    return all(getattr(r, n) == v for n, v in zip(names, vals[10:], strict=True))
+
+
+_FULL_TUPLE = _full_tuple_ok()
 
 
 def _parse_origin(raw: bytes | None) -> tuple[int, int] | None:
@@ -333,8 +353,7 @@ class OverlayView:
         if inode is self.table.root:
             return os.fstat(layer.root_fd)
         path = self.path_of(inode)
-        with layer.dir(path[:-1]) as dfd:
-            return os.stat(path[-1], dir_fd=dfd, follow_symlinks=False)
+        return layer.stat_in(path[:-1], path[-1])
 
     def stat_of(self, inode: Inode) -> os.stat_result:
         try:
@@ -357,7 +376,8 @@ class OverlayView:
         """Look NAME up in dir PARENT; +1 lookup count on success (ENOENT, ENOTDIR)."""
         pinode = self.table.get(parent)
         inode, fresh = self._child(pinode, name)
-        self.table.attach(pinode, name, inode)  # most recent name is used to reach it
+        if not inode.aliases or inode.aliases[-1] != (pinode, name):
+            self.table.attach(pinode, name, inode)  # most recent name is used to reach it
         if fresh is not None and (fresh.st_dev, fresh.st_ino) == inode.real:
             st = self._report(inode, fresh)  # the probe's stat is as fresh as any
         else:
@@ -440,10 +460,19 @@ class OverlayView:
         Reuses the layer probe ``readdir`` made when the core changed nothing since (one
         stat instead of a walk through every layer), so st_ino is the one listed.
         """
+        pinode = self.table.get(parent)
+        child = pinode.children.get(name)
+        if child is not None:
+            # Already tracked (a repeated walk): no probe, no name check, one lstat
+            # through the cached parent dir fd.
+            if child.aliases[-1] != (pinode, name):
+                self.table.attach(pinode, name, child)  # reach it through this name now
+            st = self.stat_of(child)
+            child.lookups += 1
+            return st
         cached = self._listings.get(parent)
         ent = cached[1].get(name) if cached and cached[0] == self.generation else None
-        pinode = self.table.get(parent)
-        if ent is None or self.table.child(pinode, name) is not None:
+        if ent is None:
             return self.lookup(parent, name)
         inode = self._inode_for(pinode, name, ent)
         st = self.stat_of(inode)  # fresh: data written through an fd changes size/times

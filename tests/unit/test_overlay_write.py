@@ -347,3 +347,25 @@ def test_paths_longer_than_path_max(tmp_path: Path) -> None:
     finally:
         if ov is not None:
             ov.close()
+
+
+def test_lookup_entry_of_tracked_child(ov: Overlay) -> None:
+    """The fast path for a child the core already tracks: +1 count, fresh stat, and it
+    follows mutations (no stale child after unlink)."""
+    d = ov.lookup(ROOT_INO, b"d").st_ino
+    f = ov.lookup(d, b"f")
+    again = ov.lookup_entry(d, b"f")  # tracked: no probe
+    assert again.st_ino == f.st_ino and again.st_size == f.st_size
+    fd = ov.open(f.st_ino, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, b"12345")
+    os.close(fd)
+    assert ov.lookup_entry(d, b"f").st_size == f.st_size + 5
+    ov.forget(f.st_ino, 2)
+    assert f.st_ino in ov.table.by_ino  # one count left
+    ov.forget(f.st_ino, 1)
+    assert f.st_ino not in ov.table.by_ino
+    ov.lookup_entry(d, b"f")
+    ov.unlink(d, b"f")
+    with pytest.raises(OSError) as ei:
+        ov.lookup_entry(d, b"f")
+    assert ei.value.errno == errno.ENOENT
