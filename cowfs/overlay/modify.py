@@ -43,6 +43,25 @@ class Overlay(OverlayCore):
     Not thread-safe: call it from one thread. Errors are ``OSError(errno)``.
     """
 
+    # --- per-name nodes -------------------------------------------------------------
+    def lookup_node(self, parent: int, name: bytes) -> tuple[int, os.stat_result]:
+        """``lookup`` (+1 count) that also returns the node id of NAME.
+
+        The node id is ``st_ino`` for everything but a name of a LOWER hardlinked file
+        (no upper copy, lower ``st_nlink > 1``): kernel overlayfs without index gives each
+        such name its own inode with a shared ``st_ino``, so each gets its own node id
+        here. Every inode-number call accepts it (and then reaches the file through that
+        name); ``forget`` takes it too. It goes stale (``ESTALE``) once that name stops
+        naming the file (rename, unlink, or another name's copy-up splitting the group).
+        A frontend keyed on ``st_ino`` (pyfuse3) cannot use it: see docs/fuse.md.
+        """
+        st = self.lookup(parent, name)
+        pinode = self.table.get(parent)
+        inode = pinode.children[name]
+        if inode.is_dir or self._has_upper(inode) or st.st_nlink < 2:
+            return inode.ino, st
+        return self.table.name_node(pinode, name, inode), st
+
     # --- emptiness ------------------------------------------------------------------
     def has_visible_children(self, inode: Inode) -> bool:
         """True if the merged dir INODE shows any entry."""
@@ -243,6 +262,8 @@ class Overlay(OverlayCore):
             np.children.pop(new_name, None)
             src.aliases.remove((p, name))
             dst.aliases.remove((np, new_name))
+            self.table.drop_name_node(p, name)
+            self.table.drop_name_node(np, new_name)
             self.table.attach(np, new_name, src)
             self.table.attach(p, name, dst)
         else:

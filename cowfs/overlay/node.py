@@ -20,6 +20,8 @@ ROOT_INO: Final = 1
 
 _RESOLVE_PINS: Final = 256
 """How many inodes handed out by ``resolve()`` (no lookup count) stay valid at once."""
+_NAME_NODES_SWEEP: Final = 4096
+"""Name nodes (see ``InodeTable.name_node``) above this count trigger a sweep of dead ones."""
 
 
 @dataclass(eq=False)
@@ -54,6 +56,9 @@ class InodeTable:
         self.by_ino: dict[int, Inode] = {root.ino: root}
         self._pinned: deque[Inode] = deque()
         self._transient = 1 << 63
+        self._name_nodes: dict[int, tuple[Inode, Inode, bytes]] = {}
+        """node id -> (inode, parent, name): one node per name of a lower hardlink."""
+        self._node_of: dict[tuple[Inode, bytes], int] = {}
 
     def __len__(self) -> int:
         return len(self.by_ino)
@@ -62,7 +67,65 @@ class InodeTable:
         try:
             return self.by_ino[ino]
         except KeyError:
+            pass
+        inode = self._by_name_node(ino)
+        if inode is None:
             raise OSError(errno.ESTALE, f"unknown inode {ino}") from None
+        return inode
+
+    # --- name nodes ---------------------------------------------------------------------
+    # Kernel overlayfs without index gives each name of a LOWER hardlinked file its own
+    # inode (same st_ino). The table keeps one Inode for them (pyfuse3 ties the FUSE node
+    # id to st_ino, so the FUSE adapter can only ever name the group), and hands out one
+    # extra node id per name on request (``Overlay.lookup_node``): a request through that
+    # id reaches the inode through that name, and two names compare as two nodes.
+    def name_node(self, parent: Inode, name: bytes, inode: Inode) -> int:
+        """The node id of NAME in PARENT (an alias of INODE), made on first use."""
+        key = (parent, name)
+        node = self._node_of.get(key)
+        if node is not None and self._name_nodes[node][0] is inode:
+            return node
+        if node is not None:
+            del self._name_nodes[node]
+        if len(self._name_nodes) >= _NAME_NODES_SWEEP:
+            self._sweep_name_nodes()
+        node = self.transient_ino()
+        self._name_nodes[node] = (inode, parent, name)
+        self._node_of[key] = node
+        return node
+
+    def drop_name_node(self, parent: Inode, name: bytes) -> None:
+        """NAME in PARENT stops naming its file (moved, removed, split off): its node dies."""
+        if self._node_of:
+            node = self._node_of.pop((parent, name), None)
+            if node is not None:
+                self._name_nodes.pop(node, None)
+
+    def _alive(self, node: int) -> tuple[Inode, Inode, bytes] | None:
+        ent = self._name_nodes.get(node)
+        if ent is None:
+            return None
+        inode, parent, name = ent
+        if (self._node_of.get((parent, name)) == node and parent.children.get(name) is inode
+                and self.by_ino.get(inode.ino) is inode):
+            return ent
+        return None
+
+    def _by_name_node(self, node: int) -> Inode | None:
+        """The inode behind a name node, now reached through that name (None: stale)."""
+        ent = self._alive(node)
+        if ent is None:
+            return None
+        inode, parent, name = ent
+        if inode.aliases[-1] != (parent, name):
+            self.attach(parent, name, inode)
+        return inode
+
+    def _sweep_name_nodes(self) -> None:
+        for node in [n for n in self._name_nodes if self._alive(n) is None]:
+            _, parent, name = self._name_nodes.pop(node)
+            if self._node_of.get((parent, name)) == node:
+                del self._node_of[(parent, name)]
 
     def path(self, inode: Inode) -> Path:
         """Merged path of ``inode`` through its current name (ENOENT once unlinked)."""
@@ -102,6 +165,7 @@ class InodeTable:
         inode = parent.children.pop(name, None)
         if inode is None:
             return None
+        self.drop_name_node(parent, name)
         inode.aliases.remove((parent, name))
         self.maybe_drop(inode)
         self.maybe_drop(parent)
@@ -112,6 +176,8 @@ class InodeTable:
         inode = parent.children.pop(name, None)
         if inode is None:
             return
+        self.drop_name_node(parent, name)
+        self.drop_name_node(new_parent, new_name)
         inode.aliases.remove((parent, name))
         if new_parent.children.get(new_name) is not None:
             self.detach(new_parent, new_name)
@@ -131,7 +197,10 @@ class InodeTable:
     def forget(self, ino: int, nlookup: int) -> None:
         inode = self.by_ino.get(ino)
         if inode is None:
-            return
+            ent = self._name_nodes.get(ino)
+            if ent is None or self.by_ino.get(ent[0].ino) is not ent[0]:
+                return
+            inode = ent[0]
         inode.lookups = max(0, inode.lookups - nlookup)
         self.maybe_drop(inode)
 
@@ -156,3 +225,5 @@ class InodeTable:
         self.by_ino = {self.root.ino: self.root}
         self.root.children.clear()
         self._pinned.clear()
+        self._name_nodes.clear()
+        self._node_of.clear()

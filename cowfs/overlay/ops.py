@@ -194,6 +194,7 @@ class OverlayCore(OverlayView):
             for p, n in inode.aliases[:-1]:
                 if p.children.get(n) is inode:
                     del p.children[n]
+                self.table.drop_name_node(p, n)
                 self.invalidations.append((p.ino, n))
             inode.aliases[:] = [keep]
         log.debug("overlay: copied up %r", path)

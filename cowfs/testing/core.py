@@ -43,6 +43,14 @@ class CoreFs(Fs):
                 return None
             raise
 
+    def _node(self, parent: int, name: bytes) -> int:
+        """The inode the VFS compares (not st_ino: names of a lower hardlink share one)."""
+        lookup_node = getattr(self.ov, "lookup_node", None)
+        if lookup_node is None:
+            st = self._lookup(parent, name)
+            return -1 if st is None else st.st_ino
+        return int(lookup_node(parent, name)[0])
+
     def _walk(self, path: bytes) -> tuple[int, bytes]:
         from cowfs.overlay import ROOT_INO
 
@@ -166,7 +174,8 @@ class CoreFs(Fs):
             raise OSError(errno.ENOTEMPTY, "target is an ancestor of the source")
         dst_st = self._lookup(dparent, dname)
         if dst_st is not None:
-            if dst_st.st_ino == sst.st_ino:
+            if dst_st.st_ino == sst.st_ino and (self._node(sparent, sname)
+                                                == self._node(dparent, dname)):
                 return  # the same inode: rename(2) does nothing
             if stat.S_ISDIR(sst.st_mode) and not stat.S_ISDIR(dst_st.st_mode):
                 raise OSError(errno.ENOTDIR, "dir over non-dir")

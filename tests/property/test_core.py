@@ -18,10 +18,7 @@ pytestmark = pytest.mark.needs_root  # trusted.overlay.* xattrs and 0/0 whiteout
 
 CI = os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci"
 
-CoreMachine = OverlayMachine.bind(
-    CoreAdapter(),
-    # A known divergence, a strict xfail in test_known_divergences.py.
-    disabled=frozenset({"rename_lower_hardlinks"}))
+CoreMachine = OverlayMachine.bind(CoreAdapter())
 TestCoreMatchesModel = CoreMachine.TestCase
 TestCoreMatchesModel.settings = settings(
     max_examples=120 if CI else 2000, stateful_step_count=40)
