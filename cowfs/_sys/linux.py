@@ -20,6 +20,25 @@ RENAME_WHITEOUT: Final = 1 << 2
 MNT_FORCE: Final = 1
 MNT_DETACH: Final = 2
 
+# mount(2) flags (linux/mount.h)
+MS_RDONLY: Final = 1
+MS_NOSUID: Final = 2
+MS_NODEV: Final = 4
+MS_NOEXEC: Final = 8
+MS_SYNCHRONOUS: Final = 16
+MS_REMOUNT: Final = 32
+MS_DIRSYNC: Final = 128
+MS_NOATIME: Final = 1024
+MS_NODIRATIME: Final = 2048
+MS_BIND: Final = 4096
+MS_MOVE: Final = 8192
+MS_REC: Final = 16384
+MS_PRIVATE: Final = 1 << 18
+MS_SLAVE: Final = 1 << 19
+MS_RELATIME: Final = 1 << 21
+MS_STRICTATIME: Final = 1 << 24
+MS_LAZYTIME: Final = 1 << 25
+
 _SYSCALLS: Final = {
     "x86_64": {"renameat2": 316, "open_tree": 428, "move_mount": 429, "fsopen": 430,
                "fsconfig": 431, "fsmount": 432, "pivot_root": 155, "setns": 308, "unshare": 272},

@@ -24,18 +24,18 @@ CLONE_NEWUSER: Final = 0x10000000
 CLONE_NEWPID: Final = 0x20000000
 CLONE_NEWNET: Final = 0x40000000
 
-# mount(2) flags (linux/mount.h)
-MS_RDONLY: Final = 1
-MS_NOSUID: Final = 2
-MS_NODEV: Final = 4
-MS_NOEXEC: Final = 8
-MS_REMOUNT: Final = 32
-MS_BIND: Final = 4096
-MS_MOVE: Final = 8192
-MS_REC: Final = 16384
-MS_PRIVATE: Final = 1 << 18
-MS_SLAVE: Final = 1 << 19
-MS_STRICTATIME: Final = 1 << 24
+# mount(2) flags live in linux.py (shared with the FUSE mount); re-exported for callers
+MS_RDONLY: Final = linux.MS_RDONLY
+MS_NOSUID: Final = linux.MS_NOSUID
+MS_NODEV: Final = linux.MS_NODEV
+MS_NOEXEC: Final = linux.MS_NOEXEC
+MS_REMOUNT: Final = linux.MS_REMOUNT
+MS_BIND: Final = linux.MS_BIND
+MS_MOVE: Final = linux.MS_MOVE
+MS_REC: Final = linux.MS_REC
+MS_PRIVATE: Final = linux.MS_PRIVATE
+MS_SLAVE: Final = linux.MS_SLAVE
+MS_STRICTATIME: Final = linux.MS_STRICTATIME
 MNT_DETACH: Final = linux.MNT_DETACH
 
 # prctl(2)

@@ -22,22 +22,26 @@ import select
 import stat
 from typing import Final
 
-from .._sys.linux import MNT_DETACH, mount, umount2
+from .._sys.linux import (
+    MNT_DETACH,
+    MS_DIRSYNC,
+    MS_LAZYTIME,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_RELATIME,
+    MS_STRICTATIME,
+    MS_SYNCHRONOUS,
+    mount,
+    umount2,
+)
 from .options import MountOptions
 
 log = logging.getLogger(__name__)
 
-MS_RDONLY: Final = 1
-MS_NOSUID: Final = 2
-MS_NODEV: Final = 4
-MS_NOEXEC: Final = 8
-MS_SYNCHRONOUS: Final = 16
-MS_DIRSYNC: Final = 128
-MS_NOATIME: Final = 1024
-MS_NODIRATIME: Final = 2048
-MS_RELATIME: Final = 1 << 21
-MS_STRICTATIME: Final = 1 << 24
-MS_LAZYTIME: Final = 1 << 25
 
 # option -> (flags to set, flags to clear), as libfuse's mount.c table.
 _FLAGS: Final[dict[str, tuple[int, int]]] = {
