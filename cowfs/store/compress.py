@@ -26,7 +26,21 @@ CHUNK: Final = 1 << 20
 _MAGIC_LEN: Final = 6
 
 
-class HashingReader(io.RawIOBase):
+class _Stream(io.RawIOBase):
+    """Base of the stream wrappers below: ``readinto`` and ``drain`` on top of ``read``."""
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def drain(self) -> None:
+        """Read to the end (hashing on the way where the stream hashes)."""
+        while self.read(CHUNK):
+            pass
+
+
+class HashingReader(_Stream):
     """Wrap a binary stream: hash and count every byte read through it.
 
     The extractor reads the compressed blob through this to get the layer digest
@@ -54,22 +68,11 @@ class HashingReader(io.RawIOBase):
                 self._progress(len(data))
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        n = len(data)
-        b[:n] = data
-        return n
-
-    def drain(self) -> None:
-        """Read (and hash) the source to its end."""
-        while self.read(CHUNK):
-            pass
-
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
 
-class _Prefixed(io.RawIOBase):
+class _Prefixed(_Stream):
     """A stream that first returns already-sniffed bytes, then the rest of ``src``."""
 
     def __init__(self, head: bytes, src: BinaryIO) -> None:
@@ -88,13 +91,8 @@ class _Prefixed(io.RawIOBase):
             return out
         return self._src.read(size)
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
-
-class _GzipReader(io.RawIOBase):
+class _GzipReader(_Stream):
     """Streaming gzip decoder accepting concatenated members (eStargz, pigz)."""
 
     def __init__(self, src: BinaryIO) -> None:
@@ -139,13 +137,8 @@ class _GzipReader(io.RawIOBase):
                 return out
         return b""
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
-
-class BoundedReader(io.RawIOBase):
+class BoundedReader(_Stream):
     """Hash and count an uncompressed stream; refuse more than ``max_size`` bytes."""
 
     def __init__(self, src: BinaryIO, max_size: int | None, *, hashing: bool = True) -> None:
@@ -172,16 +165,6 @@ class BoundedReader(io.RawIOBase):
             if self._hashing:
                 self._hash.update(data)
         return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read (and hash) the rest of the uncompressed stream."""
-        while self.read(CHUNK):
-            pass
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -238,7 +221,7 @@ def open_decompressed(src: BinaryIO) -> tuple[BinaryIO, str]:
     return joined, media_type
 
 
-class _ZstdGuard(io.RawIOBase):
+class _ZstdGuard(_Stream):
     """Map zstandard's errors to CorruptLayer."""
 
     def __init__(self, reader: BinaryIO) -> None:
@@ -256,16 +239,11 @@ class _ZstdGuard(io.RawIOBase):
         except zstandard.ZstdError as exc:
             raise CorruptLayer(f"decompress layer: bad zstd data: {exc}") from None
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
 
 _DONE: Final = object()
 
 
-class Prefetcher(io.RawIOBase):
+class Prefetcher(_Stream):
     """Run ``fill()`` (read + decompress + hash, mostly GIL-free C) in a thread.
 
     The extractor's thread parses and writes while this one reads ahead at most
@@ -332,16 +310,6 @@ class Prefetcher(io.RawIOBase):
             data, self._rest = data[:size], data[size:]
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read to the end (the worker hashes everything on the way)."""
-        while self.read(CHUNK):
-            pass
-
     def close(self) -> None:
         """Stop and join the worker (safe to call twice, and after errors)."""
         self._stop.set()
@@ -353,7 +321,7 @@ class Prefetcher(io.RawIOBase):
         super().close()
 
 
-class Direct(io.RawIOBase):
+class Direct(_Stream):
     """``Prefetcher``'s interface without a thread (for uncompressed blobs, where the
     only work to overlap is one hash and a thread costs more than it saves when the
     CPUs are busy)."""
@@ -379,12 +347,3 @@ class Direct(io.RawIOBase):
                 self.reported = count
         return data
 
-    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-    def drain(self) -> None:
-        """Read to the end (hashing on the way)."""
-        while self.read(CHUNK):
-            pass
