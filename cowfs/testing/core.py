@@ -12,7 +12,6 @@ The core never forgets lookups here (like a kernel with an infinite cache).
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -249,14 +248,7 @@ class CoreFs(Fs):
         kind = _kind(st.st_mode)
         sha = target = None
         if kind == "file":
-            fd = self.ov.open(ino, os.O_RDONLY)
-            h = hashlib.sha256()
-            try:
-                while chunk := os.read(fd, 1 << 16):
-                    h.update(chunk)
-            finally:
-                os.close(fd)
-            sha = h.hexdigest()
+            sha = syscalls.sha256_fd(self.ov.open(ino, os.O_RDONLY))
         elif kind == "symlink":
             target = self.ov.readlink(ino)
         xattrs: list[tuple[bytes, bytes]] = []

@@ -201,6 +201,17 @@ def _kind(mode: int) -> str:
     return f"other:{stat.S_IFMT(mode):o}"
 
 
+def sha256_fd(fd: int) -> str:
+    """Hex sha256 of what ``fd`` reads to its end; closes ``fd``."""
+    h = hashlib.sha256()
+    try:
+        while chunk := os.read(fd, 1 << 16):
+            h.update(chunk)
+    finally:
+        os.close(fd)
+    return h.hexdigest()
+
+
 def entry(full: bytes) -> Row:
     """One path's row: (kind, st_mode, st_nlink, size, sha256, symlink target, user xattrs)."""
     st = os.lstat(full)
@@ -208,14 +219,7 @@ def entry(full: bytes) -> Row:
     size: int | None = None if kind == "dir" else st.st_size
     sha = target = None
     if kind == "file":
-        fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        h = hashlib.sha256()
-        try:
-            while chunk := os.read(fd, 1 << 16):
-                h.update(chunk)
-        finally:
-            os.close(fd)
-        sha = h.hexdigest()
+        sha = sha256_fd(os.open(full, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC))
     elif kind == "symlink":
         target = os.readlink(full)
     return (kind, st.st_mode, st.st_nlink, size, sha, target, _user_xattrs(full))
