@@ -20,12 +20,7 @@ from store_helpers import (
 )
 
 from cowfs.errors import BadImage, DigestMismatch, NotFound, UsageError
-from cowfs.store import Store, open_store
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(str(tmp_path / "store"))
+from cowfs.store import Store
 
 
 def two_layer(kind: str = "gzip", tags: list[str] | None = None, arch: str = "amd64") -> Img:

@@ -27,11 +27,6 @@ from cowfs.store.export import export_image
 from cowfs.store.lock import FileLock
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return open_store(str(tmp_path / "store"))
-
-
 @pytest.mark.parametrize(("ref", "want"), [
     ("busybox", "busybox:latest"),
     ("busybox:1.36", "busybox:1.36"),
