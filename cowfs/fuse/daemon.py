@@ -269,8 +269,20 @@ class Daemon:
             nursery.start_soon(self._signals)
             if ready is not None:
                 nursery.start_soon(self._announce, ready)
-            # max_tasks=1: handlers never await, so more workers only add scheduling cost.
-            await pyfuse3.main(min_tasks=1, max_tasks=1)
+            from . import fastloop
+
+            wait = fastloop.install(pyfuse3, self.opts.spin_us)
+            if wait is None:
+                log.warning("pyfuse3 %s: not its known loop; serving through trio's waits",
+                            getattr(pyfuse3, "__version__", "?"))
+            try:
+                # max_tasks=1: handlers never await, so more workers only add scheduling.
+                await pyfuse3.main(min_tasks=1, max_tasks=1)
+            finally:
+                fastloop.uninstall(pyfuse3)
+                if wait is not None:
+                    log.debug("request waits: %d caught spinning, %d by poll, %d via trio",
+                              wait.spun, wait.polled, wait.trio_waits)
             nursery.cancel_scope.cancel()
 
     async def _announce(self, ready: Callable[[], None]) -> None:

@@ -17,6 +17,9 @@ from ..errors import UsageError
 DEFAULT_TIMEOUT = 1_000_000_000.0
 """Entry/attr timeout in seconds, like fuse-overlayfs: every change goes through us."""
 
+DEFAULT_SPIN_US = 50
+"""How long the daemon polls for the next request before sleeping (``spin=``, µs)."""
+
 # Options handed to libfuse (fuse_session_new accepts these; anything else fails the mount).
 FUSE_PASSTHROUGH_FLAGS = frozenset({
     "allow_other", "allow_root", "default_permissions", "suid", "nosuid", "dev", "nodev",
@@ -68,6 +71,7 @@ class MountOptions:
     uid_map: IdMap = ()
     gid_map: IdMap = ()
     static_nlink: bool = False
+    spin_us: int = DEFAULT_SPIN_US
     log_file: str | None = None
     log_level: str = "WARNING"
     fuse_options: frozenset[str] = frozenset()
@@ -238,6 +242,7 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
     timeout = DEFAULT_TIMEOUT
     writeback = fsync = True
     volatile = read_only = static_nlink = False
+    spin_us = DEFAULT_SPIN_US
     squash_uid: int | None = None
     squash_gid: int | None = None
     maps: dict[str, IdMap] = {"uidmapping": (), "gidmapping": ()}
@@ -262,6 +267,10 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
                 raise UsageError(f"parse option timeout={value}: not a number") from None
         elif key == "writeback" and eq:
             writeback = _bool(key, value)
+        elif key == "spin" and eq:
+            spin_us = _int(key, value)
+            if not 0 <= spin_us <= 10_000:
+                raise UsageError(f"parse option spin={value}: microseconds from 0 to 10000")
         elif key == "fsync" and eq:
             fsync = _bool(key, value)
         elif key == "volatile" and not eq:
@@ -328,6 +337,6 @@ def _build(opts: list[str], source: str, mountpoint: str, foreground: bool, debu
         writeback=writeback, fsync=fsync and not volatile, volatile=volatile,
         read_only=read_only, squash_uid=squash_uid, squash_gid=squash_gid,
         uid_map=maps["uidmapping"], gid_map=maps["gidmapping"],
-        static_nlink=static_nlink, log_file=log_file, log_level=log_level,
+        static_nlink=static_nlink, spin_us=spin_us, log_file=log_file, log_level=log_level,
         fuse_options=frozenset(fuse), warnings=tuple(warnings),
     )

@@ -132,3 +132,12 @@ def test_kernel_mount_arguments() -> None:
     for odd in ("allow_root", "blkdev", "blksize=4096"):
         o = parse_args(["-o", f"lowerdir=/a,{odd}", "/m"], euid=0)
         assert mount_args(o.fuse_options, 3, 0, 0) is None, odd
+
+
+def test_spin_option() -> None:
+    assert parse_args(["-o", "lowerdir=/l", "/m"]).spin_us == 50
+    assert parse_args(["-o", "lowerdir=/l,spin=0", "/m"]).spin_us == 0
+    assert parse_args(["-o", "lowerdir=/l,spin=200", "/m"]).spin_us == 200
+    for bad in ("spin=-1", "spin=fast", "spin=10001"):
+        with pytest.raises(UsageError, match="spin="):
+            parse_args(["-o", f"lowerdir=/l,{bad}", "/m"])
