@@ -34,12 +34,14 @@ _CHUNK = 3072
 """Paths longer than this are resolved in steps (PATH_MAX is 4096 with the NUL)."""
 
 
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+_HOW_SIZE = ctypes.c_size_t(ctypes.sizeof(_OpenHow))  # a full 64-bit register
+
+
 def _raw_openat2(dirfd: int, path: bytes, flags: int, mode: int, resolve: int) -> int:
     how = _OpenHow(flags, mode, resolve)
-    fn = _libc.syscall
-    fn.restype = ctypes.c_long
-    ret = int(fn(_NR_OPENAT2, ctypes.c_int(dirfd), ctypes.c_char_p(path),
-                 ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))))
+    ret = int(_syscall(_NR_OPENAT2, dirfd, path, ctypes.byref(how), _HOW_SIZE))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)

@@ -117,6 +117,8 @@ class Operations(pyfuse3.Operations):
         # xattr change goes through this mount, so a miss stays a miss until set/remove.
         self._no_xattr: dict[int, set[bytes]] = {}
         self.timeout = opts.timeout
+        # ino -> (stat, reply built from it), dropped when the kernel forgets the inode.
+        self._attr_cache: dict[int, tuple[os.stat_result, pyfuse3.EntryAttributes]] = {}
         # dir ino -> (core generation, names): repeated listings skip the core's merge.
         self._listings: dict[int, tuple[int, DirEntries]] = {}
         # Writeback lets the kernel batch small writes; only meaningful with an upper.
@@ -124,6 +126,16 @@ class Operations(pyfuse3.Operations):
 
     # --- helpers -----------------------------------------------------------------
     def _attrs(self, st: os.stat_result) -> pyfuse3.EntryAttributes:
+        # The core hands back the very same stat object while nothing changed (repeated
+        # walks): reuse the reply built from it. pyfuse3 only reads these objects.
+        cached = self._attr_cache.get(st.st_ino)
+        if cached is not None and cached[0] is st:
+            return cached[1]
+        a = self._build_attrs(st)
+        self._attr_cache[st.st_ino] = (st, a)
+        return a
+
+    def _build_attrs(self, st: os.stat_result) -> pyfuse3.EntryAttributes:
         a = pyfuse3.EntryAttributes()
         a.st_ino = st.st_ino
         a.generation = 0
@@ -266,6 +278,7 @@ class Operations(pyfuse3.Operations):
                 self.ov.forget(ino, n)
                 if self.inodes.forget(ino, n):
                     self._no_xattr.pop(ino, None)
+                    self._attr_cache.pop(ino, None)
             except Exception:
                 log.exception("forget(%d, %d) failed", ino, n)
 

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cowfs._sys.openat2 import fd_path, open_beneath
+from cowfs._sys.xattrat import getxattrat, listxattrat
 
 Path = tuple[bytes, ...]
 """A merged path as components below the overlay root (no '.', '..' or '/')."""
@@ -116,6 +117,19 @@ class Layer:
             self._dirs.move_to_end(path)
         return os.stat(name, dir_fd=fd, follow_symlinks=False)
 
+    def open_in(self, path: Path, name: bytes, flags: int) -> int:
+        """open(2) NAME (one component, never followed) in the dir at ``path``.
+
+        Through the cached dir fd: one openat instead of resolving the whole path again.
+        """
+        fd = self._dirs.get(path)
+        if fd is None:
+            os.close(self.open_dir(path))  # resolves and caches it
+            fd = self._dirs[path]
+        else:
+            self._dirs.move_to_end(path)
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+
     @contextmanager
     def dir(self, path: Path) -> Iterator[int]:
         fd = self.open_dir(path)
@@ -144,19 +158,27 @@ def lstat_at(dfd: int, name: bytes) -> os.stat_result | None:
         raise
 
 
+_XATTR_ABSENT = frozenset({errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.ENOENT})
+"""What reading an xattr answers when the object has none to give (not an error)."""
+
+
 def getxattr_at(dfd: int, name: bytes | None, attr: bytes) -> bytes | None:
     """Read xattr ``attr`` of NAME in dir fd (or of the dir itself); None if absent."""
     try:
-        return os.getxattr(fd_path(dfd, name), attr, follow_symlinks=name is None)
+        if name is None:
+            return os.getxattr(fd_path(dfd), attr)
+        return getxattrat(dfd, name, attr, _XATTR_ABSENT)
     except OSError as exc:
-        if exc.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.ENOENT):
+        if exc.errno in _XATTR_ABSENT:
             return None
         raise
 
 
 def listxattr_at(dfd: int, name: bytes | None) -> list[bytes]:
     try:
-        names = os.listxattr(fd_path(dfd, name), follow_symlinks=name is None)
+        if name is not None:
+            return listxattrat(dfd, name)
+        names = os.listxattr(fd_path(dfd))
     except OSError as exc:
         if exc.errno in (errno.ENOTSUP, errno.EPERM):
             return []
@@ -174,7 +196,10 @@ def removexattr_at(dfd: int, name: bytes | None, attr: bytes) -> None:
 
 def listdir_fd(dfd: int, path: Path = ()) -> list[bytes]:
     """Names in the dir at ``path`` below ``dfd`` (dfd may be O_PATH)."""
-    fd = open_beneath(dfd, b"/".join(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    if path:
+        fd = open_beneath(dfd, b"/".join(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    else:  # the dir fd itself: nothing to resolve
+        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
     try:
         return [os.fsencode(n) for n in os.listdir(fd)]
     finally:

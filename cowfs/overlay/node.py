@@ -46,6 +46,8 @@ class Inode:
     """(parent, name) names of this inode; the last one is used to reach it."""
     children: dict[bytes, Inode] = field(default_factory=dict)
     last_stat: os.stat_result | None = None
+    reported: tuple[os.stat_result, tuple[int, ...], os.stat_result] | None = None
+    """(real stat, where, reported stat) of the last report (see ``OverlayView._report``)."""
 
 
 class InodeTable:

@@ -365,9 +365,23 @@ class OverlayView:
         return self._report(inode, st)
 
     def _report(self, inode: Inode, st: os.stat_result) -> os.stat_result:
-        """The stat the overlay reports for INODE whose top object has stat ST."""
-        nlink = 1 if inode.is_dir and len(inode.where) > 1 else None  # kernel: merged dir
-        res = _stat_with(st, ino=inode.ino, dev=self.dev, nlink=nlink)
+        """The stat the overlay reports for INODE whose top object has stat ST.
+
+        The same real stat (every field, ns times included) on the same layer stack gives
+        the very same object back, so repeated lookups (hot walks) build nothing and a
+        caller may cache what it derives from it by identity.
+        """
+        prev = inode.reported
+        if (prev is not None and prev[0] == st and prev[1] is inode.where
+                and prev[0].st_mtime_ns == st.st_mtime_ns
+                and prev[0].st_ctime_ns == st.st_ctime_ns
+                and prev[0].st_atime_ns == st.st_atime_ns
+                and prev[0].st_blocks == st.st_blocks):
+            res = prev[2]
+        else:
+            nlink = 1 if inode.is_dir and len(inode.where) > 1 else None  # kernel: merged
+            res = _stat_with(st, ino=inode.ino, dev=self.dev, nlink=nlink)
+            inode.reported = (st, inode.where, res)
         inode.last_stat = res
         return res
 
@@ -486,7 +500,7 @@ class OverlayView:
         flags &= ~(os.O_CREAT | os.O_EXCL)
         if inode is self.table.root:
             return open_beneath(layer.root_fd, b"", flags | os.O_DIRECTORY)
-        return open_beneath(layer.root_fd, b"/".join(path), flags | os.O_NOFOLLOW)
+        return layer.open_in(path[:-1], path[-1], flags)
 
     def _user_xattr_ok(self, inode: Inode, name: bytes, err: int) -> None:
         """VFS rule: user.* xattrs exist only on regular files and dirs."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from cowfs import format as fmt
 from cowfs._sys.linux import RENAME_WHITEOUT, renameat2
-from cowfs.overlay.layer import getxattr_at, lstat_at, setxattr_at
+from cowfs.overlay.layer import getxattr_at, listxattr_at, lstat_at, setxattr_at
 
 _OPAQUE_XATTRS = (fmt.TRUSTED_OPAQUE, fmt.USER_OPAQUE, fmt.FOF_OPAQUE)
 _XWHITEOUT_XATTRS = (fmt.TRUSTED_XWHITEOUT, fmt.USER_XWHITEOUT)
@@ -34,7 +34,10 @@ class DirMarks:
 def dir_marks(dfd: int, name: bytes | None) -> DirMarks:
     """Read the opaque markers of NAME in dir fd (or of the dir fd itself)."""
     opaque = xwh = False
+    present = set(listxattr_at(dfd, name))  # one call: most dirs carry none of them
     for attr in _OPAQUE_XATTRS:
+        if attr not in present:
+            continue
         val = getxattr_at(dfd, name, attr)
         if val == fmt.OPAQUE_YES:
             opaque = True
