@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -434,26 +435,27 @@ class Operations(pyfuse3.Operations):
         if start_id == 0 or od.entries is None:
             od.entries = self._listing(od.ino)
         entries = od.entries
-        for i in range(start_id, len(entries)):
+        for i in range(start_id, min(2, len(entries))):
+            # "." and "..": the kernel takes only the inode number and type of these
+            # (fuse_direntplus_link ignores their attributes) and counts no lookup.
             name, ino, mode = entries[i]
-            if i < 2:
-                # "." and "..": the kernel takes only the inode number and type of these
-                # (fuse_direntplus_link ignores their attributes) and counts no lookup.
-                dot = pyfuse3.EntryAttributes()
-                dot.st_ino = ino
-                dot.st_mode = mode
-                if not pyfuse3.readdir_reply(token, name, dot, i + 1):
-                    return
-                continue
-            # readdirplus counts as a lookup of each entry the kernel accepts: count first
-            # (with fresh attributes), and give the count back if the buffer is full.
-            try:
-                st = self.ov.lookup_entry(od.ino, name)
-            except FileNotFoundError:
+            dot = pyfuse3.EntryAttributes()
+            dot.st_ino = ino
+            dot.st_mode = mode
+            if not pyfuse3.readdir_reply(token, name, dot, i + 1):
+                return
+        first = max(start_id, 2)
+        # readdirplus counts as a lookup of each entry the kernel accepts: the core counts
+        # each one it yields (with fresh attributes); give the count back if it did not fit.
+        found = self.ov.lookup_entries(od.ino, (e[0] for e in itertools.islice(entries, first,
+                                                                                 None)))
+        for i, (name, st) in enumerate(found, first):
+            if st is None:
                 continue  # removed since this handle's snapshot was taken
             if not pyfuse3.readdir_reply(token, name, self._attrs(st), i + 1):
                 self.ov.forget(st.st_ino, 1)
                 return
+            ino = entries[i][1]
             if st.st_ino != ino:
                 log.error("readdir(%d): %r listed as inode %d, looked up as %d",
                           od.ino, name, ino, st.st_ino)

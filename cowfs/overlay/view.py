@@ -13,7 +13,7 @@ import fcntl
 import logging
 import os
 import stat
-from collections.abc import Callable, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Sequence, Set
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -492,6 +492,36 @@ class OverlayView:
         st = self.stat_of(inode)  # fresh: data written through an fd changes size/times
         inode.lookups += 1
         return st
+
+    def lookup_entries(self, parent: int, names: Iterable[bytes]
+                       ) -> Iterator[tuple[bytes, os.stat_result | None]]:
+        """``lookup_entry`` for the entries of one dir, in order: +1 lookup per stat yielded.
+
+        For a readdirplus reply: the parent's path is resolved once, and children the core
+        already tracks (a repeated walk) cost one lstat through the layer's cached dir fd.
+        None for a name gone since the listing. Stop iterating at any time (no count is
+        taken for names not yet yielded).
+        """
+        pinode = self.table.get(parent)
+        ppath = self.path_of(pinode)
+        children = pinode.children
+        layers = self.layers
+        for name in names:
+            child = children.get(name)
+            if child is not None and child.aliases and child.aliases[-1] == (pinode, name):
+                try:
+                    st = layers[child.where[0]].stat_in(ppath, name)
+                except FileNotFoundError:
+                    pass
+                else:
+                    res = self._report(child, st)
+                    child.lookups += 1
+                    yield name, res
+                    continue
+            try:
+                yield name, self.lookup_entry(parent, name)
+            except FileNotFoundError:
+                yield name, None
 
     def open_existing(self, inode: Inode, flags: int) -> int:
         """Open the top real object of INODE with FLAGS (no copy-up)."""

@@ -137,6 +137,40 @@ def test_inode_numbers_and_lookup_counts(stack: tuple[Path, Path, Path, Path]) -
         ov.close()
 
 
+def test_lookup_entries_is_lookup_entry_for_each_name(
+        stack: tuple[Path, Path, Path, Path]) -> None:
+    l1, l2, u, w = stack
+    ov = Overlay([str(l1), str(l2)], str(u), str(w))
+    try:
+        d = ov.lookup(ROOT_INO, b"d").st_ino
+        names = [n for n, _ in ov.readdir(d)]
+        assert sorted(names) == [b"a", b"b", b"sub"]
+        for _round in range(2):  # first: probes; second: tracked children (hot path)
+            got = list(ov.lookup_entries(d, [*names, b"vanished"]))
+            assert [n for n, _ in got] == [*names, b"vanished"]
+            assert got[-1][1] is None
+            for name, st in got[:-1]:
+                assert st is not None
+                want = ov.lookup_entry(d, name)
+                assert (st.st_ino, st.st_mode, st.st_size) == (want.st_ino, want.st_mode,
+                                                               want.st_size)
+                inode = ov.table.get(st.st_ino)
+                assert inode.lookups == 2 * (_round + 1)  # one from each call
+        # The same real stat twice: the very same reported object (callers cache by it).
+        a = ov.table.get(ov.lookup_entry(d, b"a").st_ino)
+        assert ov.stat_of(a) is ov.stat_of(a)
+        (l2 / "d" / "a").write_text("changed")  # lowers must not change; here: a new stat
+        assert ov.stat_of(a).st_size == len("changed")
+        # Stopping early takes no count for names not yet yielded.
+        before = ov.table.get(a.ino).lookups
+        it = ov.lookup_entries(d, [b"b", b"a"])
+        next(it)
+        it.close()
+        assert ov.table.get(a.ino).lookups == before
+    finally:
+        ov.close()
+
+
 def test_hostile_names(stack: tuple[Path, Path, Path, Path]) -> None:
     l1, l2, u, w = stack
     ov = Overlay([str(l1), str(l2)], str(u), str(w))
