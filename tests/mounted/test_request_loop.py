@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,25 @@ def test_requests_are_served_by_the_fast_loop(tmp_path: Path, spin: int | None) 
     else:
         assert spun > 0, "back-to-back requests were never caught by the spin"
         assert spun + polled > via_trio
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b") ", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, all threads
+
+
+def test_an_idle_mount_burns_no_cpu(tmp_path: Path) -> None:
+    """After a burst of requests the daemon goes back to sleep: the spin never runs idle."""
+    low, up, work, mnt = make_dirs(tmp_path, "lower", "upper", "work", "merged")
+    (low / "d").mkdir()
+    for i in range(300):
+        (low / "d" / f"f{i}").write_bytes(b"x")
+    with overlay_mount(mnt, [low], up, work) as m:
+        _busy(mnt, 300)
+        time.sleep(0.1)
+        before = _cpu_ticks(m.pid)
+        time.sleep(1.0)
+        idle = _cpu_ticks(m.pid) - before
+    tick = os.sysconf("SC_CLK_TCK")
+    assert idle <= 1, f"idle daemon used {idle * 1000 // tick} ms of CPU in 1 s"
