@@ -41,10 +41,13 @@ class Registry:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
+                    return
+            except urllib.error.HTTPError as exc:
+                # 401 means it is up. Close it now: left to the cyclic GC, its socket is
+                # reported unclosed in whichever later test the collection happens.
+                exc.close()
                 return
-            except urllib.error.HTTPError:
-                return  # 401 means it is up
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("docker-registry did not come up")
