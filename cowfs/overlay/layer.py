@@ -138,6 +138,22 @@ class Layer:
         finally:
             os.close(fd)
 
+    def borrow_dir(self, path: Path) -> int | None:
+        """The cached O_PATH fd of the dir at ``path`` itself (no dup, do not close it).
+
+        Valid only until this layer's next ``open_dir``/``borrow_dir``/``forget_dirs``
+        (the LRU may close it): for a few syscalls on one dir. None like ``try_dir``.
+        """
+        fd = self._dirs.get(path)
+        if fd is not None:
+            self._dirs.move_to_end(path)
+            return fd
+        dup = self.try_dir(path)
+        if dup is None:
+            return None
+        os.close(dup)
+        return self._dirs[path]
+
     def try_dir(self, path: Path) -> int | None:
         """Like ``open_dir`` but None when the dir is missing or not a dir."""
         try:

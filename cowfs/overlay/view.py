@@ -245,36 +245,33 @@ class OverlayView:
                 if fmt.WH_PREFIX + name in names:
                     break
                 continue
-            dfd = layer.try_dir(ppath)
+            dfd = layer.borrow_dir(ppath)
             if dfd is None:
                 continue
-            try:
-                st = lstat_at(dfd, name)
-                if st is None:
-                    if has_wh_file(dfd, name):
-                        break
-                    continue
-                if is_whiteout_entry(dfd, name, st, li in parent.xwh):
+            st = lstat_at(dfd, name)
+            if st is None:
+                if has_wh_file(dfd, name):
                     break
-                if not stat.S_ISDIR(st.st_mode):
-                    if found:
-                        break  # a dir above hides a non-dir below
-                    return Entry((li,), st, self._key_at(dfd, name, st), frozenset())
-                if top is None:
-                    top = st
-                found.append(li)
-                if layer.upper:
-                    upper_key = self._key_at(dfd, name, st)
-                elif key is None:
-                    key = self._key_at(dfd, name, st)
-                marks: DirMarks = dir_marks(dfd, name)
-                if marks.xwhiteouts:
-                    xwh.add(li)
-                # AUFS: NAME beside .wh.NAME in one layer = deleted then recreated here.
-                if marks.opaque or has_wh_file(dfd, name):
-                    break
-            finally:
-                os.close(dfd)
+                continue
+            if is_whiteout_entry(dfd, name, st, li in parent.xwh):
+                break
+            if not stat.S_ISDIR(st.st_mode):
+                if found:
+                    break  # a dir above hides a non-dir below
+                return Entry((li,), st, self._key_at(dfd, name, st), frozenset())
+            if top is None:
+                top = st
+            found.append(li)
+            if layer.upper:
+                upper_key = self._key_at(dfd, name, st)
+            elif key is None:
+                key = self._key_at(dfd, name, st)
+            marks: DirMarks = dir_marks(dfd, name)
+            if marks.xwhiteouts:
+                xwh.add(li)
+            # AUFS: NAME beside .wh.NAME in one layer = deleted then recreated here.
+            if marks.opaque or has_wh_file(dfd, name):
+                break
         if top is None:
             return None
         chosen = key or upper_key
@@ -288,18 +285,15 @@ class OverlayView:
             layer = self.layers[li]
             if layer.upper:
                 continue
-            dfd = layer.try_dir(ppath)
+            dfd = layer.borrow_dir(ppath)
             if dfd is None:
                 continue
-            try:
-                st = lstat_at(dfd, name)
-                if st is None:
-                    if has_wh_file(dfd, name):
-                        return False
-                    continue
-                return not is_whiteout_entry(dfd, name, st, li in parent.xwh)
-            finally:
-                os.close(dfd)
+            st = lstat_at(dfd, name)
+            if st is None:
+                if has_wh_file(dfd, name):
+                    return False
+                continue
+            return not is_whiteout_entry(dfd, name, st, li in parent.xwh)
         return False
 
     def _inode_for(self, parent: Inode, name: bytes, ent: Entry) -> Inode:
@@ -428,13 +422,10 @@ class OverlayView:
         seen: set[bytes] = set()
         listing: dict[int, set[bytes]] = {}
         for li in inode.where:
-            dfd = self.layers[li].try_dir(path)
+            dfd = self.layers[li].borrow_dir(path)
             if dfd is None:
                 continue
-            try:
-                layer_names = listdir_fd(dfd)
-            finally:
-                os.close(dfd)
+            layer_names = listdir_fd(dfd)
             listing[li] = set(layer_names)
             for name in sorted(layer_names):
                 if name not in seen and not fmt.is_wh_name(name):
