@@ -350,6 +350,12 @@ class OverlayView:
         return layer.stat_in(path[:-1], path[-1])
 
     def stat_of(self, inode: Inode) -> os.stat_result:
+        prev = inode.reported
+        if prev is not None and prev[1] is inode.where and not self.layers[inode.where[0]].upper:
+            # A lower object cannot change while mounted (the layers are immutable, and
+            # the core opens lower files O_NOATIME like the kernel): its last report holds.
+            inode.last_stat = prev[2]
+            return prev[2]
         try:
             st = self.raw_stat(inode)
         except OSError as exc:
@@ -500,6 +506,12 @@ class OverlayView:
         for name in names:
             child = children.get(name)
             if child is not None and child.aliases and child.aliases[-1] == (pinode, name):
+                prev = child.reported
+                if prev is not None and prev[1] is child.where and not layers[
+                        child.where[0]].upper:
+                    child.lookups += 1  # a lower object: its report holds (see stat_of)
+                    yield name, prev[2]
+                    continue
                 try:
                     st = layers[child.where[0]].stat_in(ppath, name)
                 except FileNotFoundError:
@@ -521,6 +533,13 @@ class OverlayView:
         flags &= ~(os.O_CREAT | os.O_EXCL)
         if inode is self.table.root:
             return open_beneath(layer.root_fd, b"", flags | os.O_DIRECTORY)
+        if not layer.upper and not flags & os.O_PATH:
+            # Like the kernel's real files: reading through the overlay must not touch the
+            # shared lower layer's atimes (EPERM: not the owner and no CAP_FOWNER).
+            try:
+                return layer.open_in(path[:-1], path[-1], flags | os.O_NOATIME)
+            except PermissionError:
+                pass
         return layer.open_in(path[:-1], path[-1], flags)
 
     def _user_xattr_ok(self, inode: Inode, name: bytes, err: int) -> None:

@@ -70,6 +70,21 @@ def _read_through_old_fd(mnt: Path) -> bytes:
 
 @pytest.mark.needs_root
 @pytest.mark.needs_overlay
+def test_reads_leave_lower_atimes_alone_like_kernel(stack: tuple[Path, ...]) -> None:
+    """The kernel opens real files O_NOATIME: reading through the overlay must not write
+    to the shared lower layer (relatime would update an atime older than the mtime)."""
+    low, up, work, mnt = stack
+    old = 1_000_000_000 * 10**9
+    os.utime(low / "file", ns=(old, os.lstat(low / "file").st_mtime_ns))
+    with overlay_mount(mnt, [low], up, work):
+        seen = os.lstat(mnt / "file").st_atime_ns
+        assert (mnt / "file").read_bytes() == b"lower data\n"
+        subprocess.run(["cat", str(mnt / "file")], check=True, capture_output=True)
+        assert os.lstat(low / "file").st_atime_ns == old
+        assert seen == old
+    assert os.lstat(low / "file").st_atime_ns == old
+
+
 def test_old_fd_reads_copied_up_data_like_kernel(tmp_path: Path) -> None:
     # Kernel overlayfs reopens the upper file for an fd opened before the copy-up; the
     # FUSE handle must follow it too (it used to keep reading the lower file).
