@@ -128,6 +128,8 @@ class Layer:
             fd = self._dirs[path]
         else:
             self._dirs.move_to_end(path)
+        if not self.upper and not flags & os.O_PATH:
+            return open_noatime(fd, name, flags)
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
 
     @contextmanager
@@ -162,6 +164,17 @@ class Layer:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return None
             raise
+
+
+def open_noatime(dfd: int, name: bytes, flags: int) -> int:
+    """open(2) NAME in dir fd for reading a lower object: O_NOATIME like the kernel's real
+    files, so the shared layer's atimes never change (without it on EPERM: not the owner
+    and no CAP_FOWNER)."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags | os.O_NOATIME, dir_fd=dfd)
+    except PermissionError:
+        return os.open(name, flags, dir_fd=dfd)
 
 
 def lstat_at(dfd: int, name: bytes) -> os.stat_result | None:

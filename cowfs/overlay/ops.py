@@ -21,7 +21,7 @@ from cowfs import format as fmt
 from cowfs._sys.linux import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
 from cowfs._sys.openat2 import fd_path
 from cowfs.overlay.copyup import copy_attrs, copy_data, copy_xattrs, set_times
-from cowfs.overlay.layer import Layer, check_name, lstat_at, setxattr_at
+from cowfs.overlay.layer import Layer, check_name, lstat_at, open_noatime, setxattr_at
 from cowfs.overlay.node import Inode
 from cowfs.overlay.view import OverlayView, rmtree_at
 from cowfs.overlay.whiteout import (
@@ -149,8 +149,7 @@ class OverlayCore(OverlayView):
             def build(tmp: bytes) -> None:
                 mode = st.st_mode
                 if stat.S_ISREG(mode):
-                    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                  dir_fd=ldfd)
+                    src = open_noatime(ldfd, name, os.O_RDONLY)
                     try:
                         dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                                       | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=wfd)

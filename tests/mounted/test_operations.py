@@ -82,6 +82,9 @@ def test_reads_leave_lower_atimes_alone_like_kernel(stack: tuple[Path, ...]) -> 
         subprocess.run(["cat", str(mnt / "file")], check=True, capture_output=True)
         assert os.lstat(low / "file").st_atime_ns == old
         assert seen == old
+        with open(mnt / "file", "ab") as f:  # copy-up reads the lower file too
+            f.write(b"more\n")
+        assert os.lstat(low / "file").st_atime_ns == old
     assert os.lstat(low / "file").st_atime_ns == old
 
 
