@@ -226,9 +226,13 @@ def removexattr_at(dfd: int, name: bytes | None, attr: bytes) -> None:
 def listdir_fd(dfd: int, path: Path = ()) -> list[bytes]:
     """Names in the dir at ``path`` below ``dfd`` (dfd may be O_PATH)."""
     if path:
-        fd = open_beneath(dfd, b"/".join(path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+        try:  # O_NOATIME as the kernel opens real dirs (listing must not write atimes)
+            fd = open_beneath(dfd, b"/".join(path), flags | os.O_NOATIME)
+        except PermissionError:
+            fd = open_beneath(dfd, b"/".join(path), flags)
     else:  # the dir fd itself: nothing to resolve
-        fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dfd)
+        fd = open_noatime(dfd, b".", os.O_RDONLY | os.O_DIRECTORY)
     try:
         return [os.fsencode(n) for n in os.listdir(fd)]
     finally:

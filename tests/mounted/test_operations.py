@@ -71,12 +71,16 @@ def _read_through_old_fd(mnt: Path) -> bytes:
 @pytest.mark.needs_root
 @pytest.mark.needs_overlay
 def test_reads_leave_lower_atimes_alone_like_kernel(stack: tuple[Path, ...]) -> None:
-    """The kernel opens real files O_NOATIME: reading through the overlay must not write
-    to the shared lower layer (relatime would update an atime older than the mtime)."""
+    """The kernel opens real files and dirs O_NOATIME: reading or listing through the
+    overlay must not write to the shared lower layer (relatime would update an atime
+    older than the mtime)."""
     low, up, work, mnt = stack
     old = 1_000_000_000 * 10**9
     os.utime(low / "file", ns=(old, os.lstat(low / "file").st_mtime_ns))
+    os.utime(low / "tree", ns=(old, os.lstat(low / "tree").st_mtime_ns))
     with overlay_mount(mnt, [low], up, work):
+        assert len(os.listdir(mnt / "tree")) == 150
+        assert os.lstat(low / "tree").st_atime_ns == old  # listing a lower dir
         seen = os.lstat(mnt / "file").st_atime_ns
         assert (mnt / "file").read_bytes() == b"lower data\n"
         subprocess.run(["cat", str(mnt / "file")], check=True, capture_output=True)
