@@ -423,7 +423,7 @@ class Operations(pyfuse3.Operations):
             return cached[1]
         parent = self.inodes.parent(ino) if ino != pyfuse3.ROOT_INODE else ino
         out: DirEntries = [(b".", ino, stat.S_IFDIR), (b"..", parent, stat.S_IFDIR)]
-        out += [(name, st.st_ino, st.st_mode) for name, st in self.ov.readdir(ino)]
+        out += self.ov.list_entries(ino)
         self._listings[ino] = (gen, out)
         if len(self._listings) > _LISTINGS_KEPT:
             del self._listings[next(iter(self._listings))]

@@ -420,6 +420,34 @@ class OverlayView:
 
     def readdir(self, ino: int) -> list[tuple[bytes, os.stat_result]]:
         """Merged listing (no '.', '..', whiteouts, .wh.*); lookup counts unchanged."""
+        out: list[tuple[bytes, os.stat_result]] = []
+        for name, child, ent, cino in self._scan(ino):
+            if child is not None:
+                out.append((name, self.stat_of(child)))
+            else:
+                assert ent is not None
+                nlink = 1 if stat.S_ISDIR(ent.st.st_mode) and len(ent.where) > 1 else None
+                out.append((name, _stat_with(ent.st, ino=cino, dev=self.dev, nlink=nlink)))
+        return out
+
+    def list_entries(self, ino: int) -> list[tuple[bytes, int, int]]:
+        """``readdir`` as (name, st_ino, st_mode): what a directory listing reply needs,
+        without building a stat per entry (attributes come from ``lookup_entries``)."""
+        out: list[tuple[bytes, int, int]] = []
+        for name, child, ent, cino in self._scan(ino):
+            if child is not None:
+                out.append((name, child.ino, self.stat_of(child).st_mode))
+            else:
+                assert ent is not None
+                out.append((name, cino, ent.st.st_mode))
+        return out
+
+    def _scan(self, ino: int) -> list[tuple[bytes, Inode | None, Entry | None, int]]:
+        """Merged names of dir INO, each with its tracked inode or its fresh probe.
+
+        (name, child, None, 0) for a child the table tracks, (name, None, probe, ino)
+        otherwise. The probes are kept for ``lookup_entry`` until the next mutation.
+        """
         inode = self.table.get(ino)
         if not inode.is_dir:
             raise OSError(errno.ENOTDIR, "not a directory")
@@ -437,12 +465,12 @@ class OverlayView:
                 if name not in seen and not fmt.is_wh_name(name):
                     seen.add(name)
                     names.append(name)
-        out: list[tuple[bytes, os.stat_result]] = []
+        out: list[tuple[bytes, Inode | None, Entry | None, int]] = []
         probed: dict[bytes, Entry] = {}
         for name in names:
             child = self.table.child(inode, name)
             if child is not None:
-                out.append((name, self.stat_of(child)))
+                out.append((name, child, None, 0))
                 continue
             ent = self.probe(inode, name, listing)
             if ent is None:
@@ -454,10 +482,9 @@ class OverlayView:
                 # Would collide or is unrepresentable: give it its table inode now.
                 child = self._inode_for(inode, name, ent)
                 self.table.pin(child)
-                out.append((name, self.stat_of(child)))
+                out.append((name, child, None, 0))
                 continue
-            nlink = 1 if stat.S_ISDIR(ent.st.st_mode) and len(ent.where) > 1 else None
-            out.append((name, _stat_with(ent.st, ino=cino, dev=self.dev, nlink=nlink)))
+            out.append((name, None, ent, cino))
             probed[name] = ent
         # Keep the probes for lookup_entry (readdirplus), valid until the next mutation.
         self._listings[ino] = (self.generation, probed)
@@ -486,7 +513,11 @@ class OverlayView:
         if ent is None:
             return self.lookup(parent, name)
         inode = self._inode_for(pinode, name, ent)
-        st = self.stat_of(inode)  # fresh: data written through an fd changes size/times
+        if not self.layers[inode.where[0]].upper and (ent.st.st_dev,
+                                                      ent.st.st_ino) == inode.real:
+            st = self._report(inode, ent.st)  # a lower object: the probe's stat is current
+        else:
+            st = self.stat_of(inode)  # fresh: data written through an fd changes size/times
         inode.lookups += 1
         return st
 

@@ -145,6 +145,10 @@ def test_lookup_entries_is_lookup_entry_for_each_name(
         d = ov.lookup(ROOT_INO, b"d").st_ino
         names = [n for n, _ in ov.readdir(d)]
         assert sorted(names) == [b"a", b"b", b"sub"]
+        # list_entries is readdir without the stats: same names, numbers and types.
+        assert ov.list_entries(d) == [(n, st.st_ino, st.st_mode) for n, st in ov.readdir(d)]
+        assert ov.list_entries(ROOT_INO) == [(n, st.st_ino, st.st_mode)
+                                             for n, st in ov.readdir(ROOT_INO)]
         for _round in range(2):  # first: probes; second: tracked children (hot path)
             got = list(ov.lookup_entries(d, [*names, b"vanished"]))
             assert [n for n, _ in got] == [*names, b"vanished"]
