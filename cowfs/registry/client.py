@@ -50,6 +50,7 @@ class Response:
     headers: Mapping[str, str]
     raw: http.client.HTTPResponse | None
     data: bytes = b""
+    url: str = ""
 
     def header(self, name: str) -> str | None:
         for k, v in self.headers.items():
@@ -129,6 +130,15 @@ class RegistryClient:
                 self._all_conns.append(conn)
         return conn
 
+    def abandon(self, resp: Response) -> None:
+        """Close a streamed response whose body was not read to the end, and this
+        thread's connection it came on (its unread bytes would corrupt the next reply)."""
+        if resp.raw is None or resp.raw.isclosed():
+            return
+        resp.raw.close()
+        parts = urllib.parse.urlsplit(resp.url)
+        self._drop_conn(parts.scheme, parts.netloc)
+
     def _drop_conn(self, scheme: str, netloc: str) -> None:
         conns = getattr(self._local, "conns", {})
         conn = conns.pop((scheme, netloc), None)
@@ -185,11 +195,11 @@ class RegistryClient:
             raise
         hdrs = {k: v for k, v in raw.getheaders()}
         if stream and raw.status in (200, 206):
-            return Response(raw.status, hdrs, raw)
+            return Response(raw.status, hdrs, raw, url=url)
         data = raw.read()
         if raw.will_close:
             self._drop_conn(parts.scheme, parts.netloc)
-        return Response(raw.status, hdrs, None, data)
+        return Response(raw.status, hdrs, None, data, url=url)
 
     def request(self, method: str, path: str, *, headers: Mapping[str, str] | None = None,
                 body: bytes | BinaryIO | None = None, scope: str | None = None,

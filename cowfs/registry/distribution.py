@@ -9,6 +9,7 @@ Knows nothing about the store.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -192,17 +193,20 @@ class Repository:
                 if resp.status == 416:  # nothing more to send: we have it all
                     break
                 mode = "ab" if resp.status == 206 else "wb"
-                with open(dest, mode) as f:
-                    for chunk in resp.iter_chunks():
-                        f.write(chunk)
-                        if progress:
-                            progress(len(chunk))
-                    f.flush()
-                    os.fsync(f.fileno())
+                try:
+                    with open(dest, mode) as f:
+                        for chunk in resp.iter_chunks():
+                            f.write(chunk)
+                            if progress:
+                                progress(len(chunk))
+                        f.flush()
+                        os.fsync(f.fileno())
+                finally:
+                    self.client.abandon(resp)  # a body cut short: drop its connection
                 if size is None or os.path.getsize(dest) >= size:
                     break
                 raise ConnectionError("short read")
-            except (ConnectionError, OSError, RegistryError) as exc:
+            except (ConnectionError, OSError, RegistryError, http.client.HTTPException) as exc:
                 if isinstance(exc, DigestMismatch):
                     raise
                 attempts += 1
