@@ -62,6 +62,7 @@ def pull(store: Store, ref_text: str, *, platform: str = "linux/amd64",
     """
     ref = parse_reference(ref_text)
     client = RegistryClient(ref.registry, insecure=insecure, creds=creds)
+    downloads = _Downloads()
     try:
         repo = Repository(client, ref.repository)
         manifest, _index = repo.resolve_image_manifest(ref.reference, Platform.parse(platform))
@@ -76,7 +77,13 @@ def pull(store: Store, ref_text: str, *, platform: str = "linux/amd64",
                 config = f.read()
         else:
             config = repo.get_blob_bytes(cdigest)
-        openers = _start_downloads(store, repo, layer_descs, jobs, progress)
+        if store.has_image(cdigest):
+            # Already stored (maybe from other compressed blobs): the store only tags it,
+            # so nothing is downloaded.
+            openers = [_Download(store, str(d.get("digest", "")), None) for d in layer_descs
+                       if isinstance(d, dict)]
+        else:
+            openers = downloads.start(store, repo, layer_descs, jobs, progress)
         tags = [tag or ref.local_name]
         try:
             image = store.import_layers([o.open for o in openers], config, manifest.raw,
@@ -93,6 +100,7 @@ def pull(store: Store, ref_text: str, *, platform: str = "linux/amd64",
                                        d.get("size"), "done"))
         return image
     finally:
+        downloads.stop()  # no worker may use the client (or leave a socket) after this
         client.close()
 
 
@@ -123,41 +131,62 @@ class _Download:
                     os.unlink(path)
 
 
-def _start_downloads(store: Store, repo: Repository, descs: list[Any], jobs: int,
-                     progress: TransferFn | None) -> list[_Download]:
-    pool = cf.ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pull")
-    out: list[_Download] = []
-    lock = threading.Lock()
-    count = len(descs)
-    for i, desc in enumerate(descs):
-        if not isinstance(desc, dict) or "digest" not in desc:
-            pool.shutdown(cancel_futures=True)
-            raise RegistryError(f"manifest layer {i} has no digest")
-        digest = str(desc["digest"])
-        size = desc.get("size")
-        if store.has_blob(digest):
-            if progress:
-                progress(TransferEvent(i, count, digest, size or 0, size, "exists"))
-            out.append(_Download(store, digest, None))
-            continue
-        hexpart = digest.partition(":")[2]
-        dest = os.path.join(downloads_dir(store), f"{hexpart}.partial")
+class _Cancelled(Exception):
+    """Raised inside a download when the pull no longer needs it."""
 
-        def fetch(i: int = i, digest: str = digest, size: int | None = size,
-                  dest: str = dest) -> str:
-            done = [0]
 
-            def step(n: int) -> None:
-                with lock:
-                    done[0] += n
+class _Downloads:
+    """The pull's download workers: started in parallel, stopped before the client closes."""
+
+    def __init__(self) -> None:
+        self.pool: cf.ThreadPoolExecutor | None = None
+        self.cancel = threading.Event()
+
+    def stop(self) -> None:
+        """Cancel what has not started, end running downloads at their next chunk, and
+        wait for the workers (a download the store never asked for ends here too)."""
+        self.cancel.set()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, store: Store, repo: Repository, descs: list[Any], jobs: int,
+              progress: TransferFn | None) -> list[_Download]:
+        pool = self.pool = cf.ThreadPoolExecutor(max_workers=max(1, jobs),
+                                                 thread_name_prefix="pull")
+        cancel = self.cancel
+        out: list[_Download] = []
+        lock = threading.Lock()
+        count = len(descs)
+        for i, desc in enumerate(descs):
+            if not isinstance(desc, dict) or "digest" not in desc:
+                raise RegistryError(f"manifest layer {i} has no digest")
+            digest = str(desc["digest"])
+            size = desc.get("size")
+            if store.has_blob(digest):
                 if progress:
-                    progress(TransferEvent(i, count, digest, done[0], size, "downloading"))
+                    progress(TransferEvent(i, count, digest, size or 0, size, "exists"))
+                out.append(_Download(store, digest, None))
+                continue
+            hexpart = digest.partition(":")[2]
+            dest = os.path.join(downloads_dir(store), f"{hexpart}.partial")
 
-            repo.download_blob(digest, dest, size=size, progress=step)
-            return dest
+            def fetch(i: int = i, digest: str = digest, size: int | None = size,
+                      dest: str = dest) -> str:
+                done = [0]
 
-        if progress:
-            progress(TransferEvent(i, count, digest, 0, size, "waiting"))
-        out.append(_Download(store, digest, pool.submit(fetch)))
-    pool.shutdown(wait=False)
-    return out
+                def step(n: int) -> None:
+                    if cancel.is_set():
+                        raise _Cancelled(digest)
+                    with lock:
+                        done[0] += n
+                    if progress:
+                        progress(TransferEvent(i, count, digest, done[0], size,
+                                               "downloading"))
+
+                repo.download_blob(digest, dest, size=size, progress=step)
+                return dest
+
+            if progress:
+                progress(TransferEvent(i, count, digest, 0, size, "waiting"))
+            out.append(_Download(store, digest, pool.submit(fetch)))
+        return out

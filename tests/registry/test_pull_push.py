@@ -18,7 +18,7 @@ from helpers.registry import Registry, TokenServer, skopeo, umoci_layout
 from helpers.unpacktree import diff, snapshot
 
 from cowfs.errors import DigestMismatch, RegistryError
-from cowfs.registry.pull import TransferEvent, pull
+from cowfs.registry.pull import TransferEvent, downloads_dir, pull
 from cowfs.registry.push import push
 from cowfs.store import Store, open_store
 
@@ -115,8 +115,11 @@ def test_zstd_image_pulls_to_the_same_layers(registry: Registry, layout: Path, s
                              f"docker://{registry.host}/cowfs/zst:v2").stdout)
     assert info["Digest"] == digest == zst.manifest_digest
     assert info["Layers"] == list(zst.layer_digests)
-    # the gzip form of the same image has the same config, DiffIDs and layers
+    # the gzip form of the same image has the same config, DiffIDs and layers: the store
+    # only tags it, so nothing is downloaded, and nothing is left running or half-written
     gz = pull(store, f"{registry.host}/peer/gz:v1", insecure=True)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("pull")] == []
+    assert os.listdir(downloads_dir(store)) == []
     assert gz.id == zst.id
     assert gz.diff_ids == zst.diff_ids
     assert len(os.listdir(store.layers_dir)) == 3
