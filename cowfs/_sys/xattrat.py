@@ -15,6 +15,8 @@ import ctypes
 import ctypes.util
 import errno
 import os
+from collections.abc import Callable
+from typing import Any
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _syscall = _libc.syscall
@@ -53,6 +55,24 @@ def _missing(err: int) -> bool:
     return not available
 
 
+def _sized(call: Callable[[Any, int], int]) -> tuple[bytes | None, int]:
+    """Run ``call(buffer, size)`` (a size query when the buffer is None), growing the
+    buffer on ERANGE: (the bytes, 0) or (None, errno)."""
+    size = _FIRST_TRY
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        n = call(buf, size)
+        if n >= 0:
+            return buf.raw[:n], 0
+        err = ctypes.get_errno()
+        if err != errno.ERANGE:
+            return None, err
+        need = call(None, 0)
+        if need < 0:
+            return None, ctypes.get_errno()
+        size = max(int(need), size * 2)
+
+
 def getxattrat(dfd: int, name: bytes, attr: bytes,
                absent: frozenset[int] = frozenset()) -> bytes | None:
     """The value of xattr ATTR of NAME (not followed if a symlink) in dir fd DFD.
@@ -63,27 +83,16 @@ def getxattrat(dfd: int, name: bytes, attr: bytes,
     """
     global available
     if available is not False:
-        size = _FIRST_TRY
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            args = _XattrArgs(ctypes.addressof(buf), size, 0)
-            n = _syscall(_NR_GETXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, attr,
-                         ctypes.byref(args), _ARGS_SIZE)
-            if n >= 0:
-                available = True
-                return buf.raw[:n]
-            err = ctypes.get_errno()
-            if err == errno.ERANGE:
-                args = _XattrArgs(0, 0, 0)
-                need = _syscall(_NR_GETXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, attr,
-                                ctypes.byref(args), _ARGS_SIZE)
-                if need < 0:
-                    err = ctypes.get_errno()
-                else:
-                    size = max(int(need), size * 2)
-                    continue
-            if _missing(err):
-                break
+        def call(buf: Any, size: int) -> int:
+            args = _XattrArgs(0 if buf is None else ctypes.addressof(buf), size, 0)
+            return int(_syscall(_NR_GETXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, attr,
+                                ctypes.byref(args), _ARGS_SIZE))
+
+        value, err = _sized(call)
+        if value is not None:
+            available = True
+            return value
+        if not _missing(err):
             if err in absent:
                 return None
             raise OSError(err, os.strerror(err), name)
@@ -99,24 +108,14 @@ def listxattrat(dfd: int, name: bytes) -> list[bytes]:
     """Names of the xattrs of NAME (not followed) in dir fd DFD, like ``os.listxattr``."""
     global available
     if available is not False:
-        size = _FIRST_TRY
-        while True:
-            buf = ctypes.create_string_buffer(size)
-            n = _syscall(_NR_LISTXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, buf,
-                         ctypes.c_size_t(size))
-            if n >= 0:
-                available = True
-                return [a for a in buf.raw[:n].split(b"\0") if a]
-            err = ctypes.get_errno()
-            if err == errno.ERANGE:
-                need = _syscall(_NR_LISTXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, None,
-                                ctypes.c_size_t(0))
-                if need < 0:
-                    err = ctypes.get_errno()
-                else:
-                    size = max(int(need), size * 2)
-                    continue
-            if _missing(err):
-                break
+        def call(buf: Any, size: int) -> int:
+            return int(_syscall(_NR_LISTXATTRAT, dfd, name, _AT_SYMLINK_NOFOLLOW, buf,
+                                ctypes.c_size_t(size)))
+
+        names, err = _sized(call)
+        if names is not None:
+            available = True
+            return [a for a in names.split(b"\0") if a]
+        if not _missing(err):
             raise OSError(err, os.strerror(err), name)
     return [os.fsencode(a) for a in os.listxattr(_proc(dfd, name), follow_symlinks=False)]

@@ -107,27 +107,26 @@ class Layer:
             os.close(self._dirs.popitem(last=False)[1])
         return os.dup(fd)
 
-    def stat_in(self, path: Path, name: bytes) -> os.stat_result:
-        """lstat NAME in the dir at ``path`` through the cached dir fd (no dup)."""
+    def _cached_dir(self, path: Path) -> int:
+        """The cached O_PATH fd of the dir at ``path`` (resolved and cached on a miss;
+        raises like ``open_dir``). Borrowed: valid until the next dir-cache call."""
         fd = self._dirs.get(path)
         if fd is None:
             os.close(self.open_dir(path))  # resolves and caches it
-            fd = self._dirs[path]
-        else:
-            self._dirs.move_to_end(path)
-        return os.stat(name, dir_fd=fd, follow_symlinks=False)
+            return self._dirs[path]
+        self._dirs.move_to_end(path)
+        return fd
+
+    def stat_in(self, path: Path, name: bytes) -> os.stat_result:
+        """lstat NAME in the dir at ``path`` through the cached dir fd (no dup)."""
+        return os.stat(name, dir_fd=self._cached_dir(path), follow_symlinks=False)
 
     def open_in(self, path: Path, name: bytes, flags: int) -> int:
         """open(2) NAME (one component, never followed) in the dir at ``path``.
 
         Through the cached dir fd: one openat instead of resolving the whole path again.
         """
-        fd = self._dirs.get(path)
-        if fd is None:
-            os.close(self.open_dir(path))  # resolves and caches it
-            fd = self._dirs[path]
-        else:
-            self._dirs.move_to_end(path)
+        fd = self._cached_dir(path)
         if not self.upper and not flags & os.O_PATH:
             return open_noatime(fd, name, flags)
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
@@ -146,15 +145,12 @@ class Layer:
         Valid only until this layer's next ``open_dir``/``borrow_dir``/``forget_dirs``
         (the LRU may close it): for a few syscalls on one dir. None like ``try_dir``.
         """
-        fd = self._dirs.get(path)
-        if fd is not None:
-            self._dirs.move_to_end(path)
-            return fd
-        dup = self.try_dir(path)
-        if dup is None:
-            return None
-        os.close(dup)
-        return self._dirs[path]
+        if path not in self._dirs:
+            fd = self.try_dir(path)  # resolves and caches it (None: not a dir here)
+            if fd is None:
+                return None
+            os.close(fd)
+        return self._cached_dir(path)
 
     def try_dir(self, path: Path) -> int | None:
         """Like ``open_dir`` but None when the dir is missing or not a dir."""
