@@ -230,8 +230,8 @@ class Overlay(OverlayCore):
                 self.copy_up(dst)
         src_wh = not exchange and self.lower_has(p, name)
         self.generation += 1
-        if self.upper is not None:
-            self.upper.forget_dirs()  # dirs move: cached paths go stale
+        if self.upper is not None and (src.is_dir or (dst is not None and dst.is_dir)):
+            self.upper.forget_dirs()  # a dir moves: cached paths below it go stale
         with self._udir(p) as udfd, self._udir(np) as nudfd:
             # kernel: a dir moved into a merge dir is made opaque first (a lower dir of
             # that name may show up there), even if the rename then fails; EXCHANGE both ways.
