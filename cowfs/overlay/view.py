@@ -351,9 +351,11 @@ class OverlayView:
 
     def stat_of(self, inode: Inode) -> os.stat_result:
         prev = inode.reported
-        if prev is not None and prev[1] is inode.where and not self.layers[inode.where[0]].upper:
+        if (prev is not None and prev[1] is inode.where and inode.aliases
+                and not self.layers[inode.where[0]].upper):
             # A lower object cannot change while mounted (the layers are immutable, and
-            # the core opens lower files O_NOATIME like the kernel): its last report holds.
+            # the core opens lower files O_NOATIME like the kernel): its last report holds
+            # for as long as it has a name (unlinked, it reports nlink 0 below).
             inode.last_stat = prev[2]
             return prev[2]
         try:

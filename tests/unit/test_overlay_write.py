@@ -147,6 +147,23 @@ def test_unlinked_open_file(ov: Overlay) -> None:
     ov.forget(st.st_ino, 1)
 
 
+def test_unlinked_open_lower_file_reports_nlink_0(ov: Overlay) -> None:
+    """A lower object's report is reused while it has a name, not after its unlink."""
+    d = ov.lookup(ROOT_INO, b"d").st_ino
+    f = ov.lookup(d, b"f").st_ino
+    assert ov.getattr(f).st_nlink == 1
+    assert ov.getattr(f) is ov.getattr(f)  # no stat: a lower object cannot change
+    fd = ov.open(f, os.O_RDONLY)
+    try:
+        ov.unlink(d, b"f")  # a whiteout hides it; the open fd still reads it
+        gone = ov.getattr(f)
+        assert gone.st_nlink == 0 and gone.st_ino == f and gone.st_size == len(b"lower data")
+        assert os.pread(fd, 5, 0) == b"lower"
+    finally:
+        os.close(fd)
+    ov.forget(f, 1)
+
+
 def test_rename_moves_descendants(ov: Overlay) -> None:
     a = ov.mkdir(ROOT_INO, b"a", 0o755, ROOTISH).st_ino
     b = ov.mkdir(a, b"b", 0o755, ROOTISH).st_ino
