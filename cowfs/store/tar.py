@@ -15,6 +15,7 @@ import os
 import struct
 import urllib.parse
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -220,7 +221,9 @@ class TarReader:
         self._pos += n
         return out
 
-    def _skip(self, n: int) -> None:
+    def _spans(self, n: int) -> Iterator[tuple[int, int]]:
+        """Consume the next N bytes of entry data: (start, length) spans of the buffer,
+        each valid until the next step (which may refill the buffer)."""
         while n:
             avail = len(self._buf) - self._pos
             if avail == 0:
@@ -228,8 +231,14 @@ class TarReader:
                     raise CorruptLayer("read tar: stream truncated in entry data")
                 continue
             k = min(avail, n)
+            start = self._pos
             self._pos += k
             n -= k
+            yield start, k
+
+    def _skip(self, n: int) -> None:
+        for _span in self._spans(n):
+            pass
 
     def _finish_entry(self) -> None:
         n = self._left + self._pad
@@ -256,19 +265,11 @@ class TarReader:
             raise CorruptLayer("read tar: sparse map exceeds entry data")
         self._left -= n
         write = os.write
-        while n:
-            avail = len(self._buf) - self._pos
-            if avail == 0:
-                if not self._fill(1):
-                    raise CorruptLayer("read tar: stream truncated in entry data")
-                continue
-            k = min(avail, n)
-            view = memoryview(self._buf)[self._pos:self._pos + k]
+        for start, k in self._spans(n):
+            view = memoryview(self._buf)[start:start + k]
             while view:
                 w = write(fd, view)
                 view = view[w:]
-            self._pos += k
-            n -= k
 
     def write_sparse(self, fd: int, entry: TarEntry) -> None:
         """Write a sparse member's segments at their offsets; holes stay holes."""
