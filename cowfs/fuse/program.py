@@ -26,8 +26,9 @@ usage: {PROG} [-f] [-d] -o lowerdir=A:B[,upperdir=U,workdir=W][,OPTS] MOUNTPOINT
 
 cowfs options: lowerdir= (leftmost is the top, \\: escapes a colon), upperdir=, workdir=,
   timeout=SECONDS, writeback=0|1, fsync=0|1, volatile, uidmapping=, gidmapping=,
-  squash_to_root, squash_to_uid=, squash_to_gid=, static_nlink, log=FILE,
-  debug_log_level=LEVEL; FUSE options such as
+  squash_to_root, squash_to_uid=, squash_to_gid=, static_nlink, spin=MICROSECONDS
+  (poll for the next request this long before sleeping; default 50, 0 = never),
+  log=FILE, debug_log_level=LEVEL; FUSE options such as
   allow_other, default_permissions, suid, dev, ro are passed through. Unknown options
   are ignored with a warning.
 """
