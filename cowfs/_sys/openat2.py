@@ -106,3 +106,28 @@ def fd_path(fd: int, name: bytes | None = None) -> bytes:
     if name is None:
         return b"/proc/self/fd/%d" % fd
     return b"/proc/self/fd/%d/%s" % (fd, name)
+
+
+def rmtree_at(dfd: int, name: bytes) -> None:
+    """Remove NAME (one component, any type, recursively) in dir fd ``dfd``, never
+    following a symlink; a missing NAME is not an error."""
+    try:
+        os.unlink(name, dir_fd=dfd)
+        return
+    except (IsADirectoryError, PermissionError):  # a dir (EPERM on some filesystems)
+        pass
+    except FileNotFoundError:
+        return
+    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=dfd)
+    try:
+        with os.scandir(fd) as it:
+            for ent in it:
+                child = os.fsencode(ent.name)
+                if ent.is_dir(follow_symlinks=False):
+                    rmtree_at(fd, child)
+                else:
+                    os.unlink(child, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(name, dir_fd=dfd)

@@ -14,7 +14,7 @@ import stat
 
 from cowfs import format as fmt
 from cowfs._sys.linux import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
-from cowfs._sys.openat2 import fd_path, open_beneath
+from cowfs._sys.openat2 import fd_path, open_beneath, rmtree_at
 from cowfs.overlay.copyup import set_times
 from cowfs.overlay.layer import (
     check_name,
@@ -25,7 +25,6 @@ from cowfs.overlay.layer import (
 )
 from cowfs.overlay.node import Inode
 from cowfs.overlay.ops import Caller, OverlayCore
-from cowfs.overlay.view import rmtree_at
 from cowfs.overlay.whiteout import (
     dir_marks,
     is_whiteout_entry,

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 from cowfs import format as fmt
 from cowfs._sys.linux import RENAME_EXCHANGE, RENAME_NOREPLACE, renameat2
-from cowfs._sys.openat2 import fd_path
+from cowfs._sys.openat2 import fd_path, rmtree_at
 from cowfs.overlay.copyup import copy_attrs, copy_data, copy_xattrs, set_times
 from cowfs.overlay.layer import Layer, check_name, lstat_at, open_noatime, setxattr_at
 from cowfs.overlay.node import Inode
-from cowfs.overlay.view import OverlayView, rmtree_at
+from cowfs.overlay.view import OverlayView
 from cowfs.overlay.whiteout import (
     is_whiteout_entry,
     set_opaque,

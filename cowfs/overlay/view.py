@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from cowfs import format as fmt
-from cowfs._sys.openat2 import open_beneath
+from cowfs._sys.openat2 import open_beneath, rmtree_at
 from cowfs.errors import MountError
 from cowfs.overlay.layer import (
     Layer,
@@ -625,23 +625,3 @@ class OverlayView:
             inode = self.child_inode(inode, name)
             self.table.pin(inode)
         return inode.ino
-
-
-def rmtree_at(dfd: int, name: bytes) -> None:
-    """Remove NAME (any type, recursively) in dir fd without following symlinks."""
-    try:
-        os.unlink(name, dir_fd=dfd)
-        return
-    except IsADirectoryError:
-        pass
-    except FileNotFoundError:
-        return
-    except PermissionError:
-        pass
-    sub = open_beneath(dfd, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for child in listdir_fd(sub):
-            rmtree_at(sub, child)
-    finally:
-        os.close(sub)
-    os.rmdir(name, dir_fd=dfd)

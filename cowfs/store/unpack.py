@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
 from cowfs import format as fmt
+from cowfs._sys.openat2 import rmtree_at
 from cowfs.errors import CorruptLayer, DigestMismatch, HostileInput, StoreError
 from cowfs.store.compress import (
     BoundedReader,
@@ -336,7 +337,7 @@ class _Extractor:
         st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
             self._forget_tree(key)
-            _rmtree_at(pfd, name)
+            rmtree_at(pfd, name)
             return False
         os.unlink(name, dir_fd=pfd)
         if key in self.whiteouts:
@@ -533,7 +534,7 @@ class _Extractor:
                 # "a/.wh.b" then ".wh.a": `a` was made only to hold whiteouts, so
                 # nothing of this layer lives there and the layer deletes `a`.
                 self._forget_tree(key)
-                _rmtree_at(pfd, target)
+                rmtree_at(pfd, target)
                 os.mknod(target, fmt.WHITEOUT_MODE, fmt.WHITEOUT_DEV, dir_fd=pfd)
                 self.whiteouts.add(key)
                 self.chown_at(pfd, target, e)
@@ -665,19 +666,3 @@ def _only_whiteouts(pfd: int, name: bytes) -> bool:
     finally:
         os.close(fd)
     return True
-
-
-def _rmtree_at(pfd: int, name: bytes) -> None:
-    """Remove the directory ``name`` under ``pfd`` and its subtree, never following links."""
-    fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
-    try:
-        with os.scandir(fd) as it:
-            for ent in it:
-                child = os.fsencode(ent.name)
-                if ent.is_dir(follow_symlinks=False):
-                    _rmtree_at(fd, child)
-                else:
-                    os.unlink(child, dir_fd=fd)
-    finally:
-        os.close(fd)
-    os.rmdir(name, dir_fd=pfd)
